@@ -65,6 +65,8 @@ hypercall_table! {
     6 => Iret,
     /// `domctl(op, domid, buf)`: privileged domain control (HC-17).
     7 => Domctl,
+    /// `bench_op(cmd)`: measurement aids for `cargo xtask bench` (HC-18).
+    8 => BenchOp,
 }
 
 bitflags! {

@@ -12,6 +12,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod console;
 pub mod domctl;
 pub mod elf_note;
