@@ -1,1 +1,230 @@
-//! placeholder
+//! `paravane-tests`: Paravane's QEMU integration scenarios and the judge that
+//! decides, from a serial log and QEMU's exit status, whether a scenario passed.
+//!
+//! This crate owns the *what* of integration testing: which modules a scenario
+//! boots beside hv-core, with which parameters, and what the serial log must (or
+//! must not) contain. The *how* (building kernels, launching QEMU, timeouts, log
+//! files) belongs to `xtask`. Everything here is pure and host-tested.
+//!
+//! - [`scenarios()`] / [`find`]: the scenario table, kept in `scenarios.rs`;
+//!   edit expectations there.
+//! - [`judge`]: checks one run (serial log + exit status) against a scenario.
+//! - [`elf_mutations`]: turns a valid guest image into a broken one, for the
+//!   loader's refusal paths.
+//! - [`bench`]: parses the `BENCH name=… value=… unit=…` lines benchmarks print.
+//!
+//! # Serial-log contract (what hv-core prints and the judge relies on)
+//! - hypervisor lines start with `(hv) `, guest console lines with `(d<domid>) `;
+//! - any line containing `(hv) PANIC` fails a scenario, whatever else happened;
+//! - hv-core ends the machine through `isa-debug-exit` with a value from
+//!   [`hypercall_abi::machine`], so QEMU exits with [`qemu_status`]`(value)`.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod elf_mutations;
+mod scenarios;
+mod verdict;
+
+pub use hypercall_abi::machine::{
+    qemu_status, EXIT_DRIVER_DOMAIN_CRASHED, EXIT_PANIC, EXIT_POWEROFF, EXIT_REBOOT,
+};
+pub use verdict::{describe_status, judge, Verdict, DID_NOT_EXIT, PANIC_MARKER};
+
+/// Which `cargo xtask` command runs a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Run by `cargo xtask test`.
+    Test,
+    /// The default of `cargo xtask run`; also run by `cargo xtask test`.
+    Demo,
+    /// Run by `cargo xtask bench`.
+    Bench,
+}
+
+impl Kind {
+    /// Whether `cargo xtask test` runs scenarios of this kind.
+    pub const fn in_test_suite(self) -> bool {
+        matches!(self, Kind::Test | Kind::Demo)
+    }
+
+    /// Lower-case name, as `cargo xtask run --list` prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Test => "test",
+            Kind::Demo => "demo",
+            Kind::Bench => "bench",
+        }
+    }
+}
+
+/// Where a module's image comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Image {
+    /// A guest kernel binary built by `cargo xtask build` (the bin name, which is
+    /// also its package name), e.g. `"driver-domain"` or `"hello"`.
+    Guest(&'static str),
+    /// A guest binary passed through `mutate` and written to `file_name` in the
+    /// scenario's scratch directory (for the loader's refusal paths).
+    Derived {
+        /// The guest bin the bytes come from.
+        from: &'static str,
+        /// Turns the valid image into the one to boot; see [`elf_mutations`].
+        mutate: fn(Vec<u8>) -> Vec<u8>,
+        /// File name of the derived image (the module string starts with its path).
+        file_name: &'static str,
+    },
+}
+
+impl Image {
+    /// The guest bin this image is built from.
+    pub const fn guest(&self) -> &'static str {
+        match *self {
+            Image::Guest(bin) => bin,
+            Image::Derived { from, .. } => from,
+        }
+    }
+}
+
+/// One multiboot module: an image plus its module parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Module {
+    /// The module's image.
+    pub image: Image,
+    /// Module parameters as hv-core reads them after the image path, e.g.
+    /// `"name=hello-1 mem=16M -- lines=5"` (before `--`: for hv-core; after: the
+    /// guest's own command line).
+    pub args: &'static str,
+}
+
+/// One expectation on the serial log. Lines are compared by substring.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// Some line contains this substring.
+    Line(&'static str),
+    /// No line contains this substring.
+    Absent(&'static str),
+    /// Each substring appears, in this order: each is searched from the line after
+    /// the one where the previous was first found.
+    InOrder(&'static [&'static str]),
+    /// Exactly this many lines contain the substring.
+    Count(&'static str, usize),
+}
+
+/// One QEMU boot: hv-core, its command line, its modules, and what must happen.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// Unique name, used on the command line and for `target/qemu/<name>.log`.
+    pub name: &'static str,
+    /// One sentence: what the scenario shows.
+    pub about: &'static str,
+    /// Which command runs it.
+    pub kind: Kind,
+    /// hv-core's command line (QEMU `-append`).
+    pub hv_cmdline: &'static str,
+    /// Multiboot modules in order; module 1 is the driver domain.
+    pub modules: &'static [Module],
+    /// Number of vCPUs (`-smp`).
+    pub smp: u32,
+    /// Guest RAM in MiB (`-m`).
+    pub mem_mib: u32,
+    /// Seconds QEMU may run before it is killed and the scenario fails.
+    pub timeout_secs: u64,
+    /// Expected QEMU exit status, usually `qemu_status(EXIT_POWEROFF)` (33).
+    pub exit_status: i32,
+    /// What the serial log must show.
+    pub expect: &'static [Expect],
+}
+
+impl Scenario {
+    /// The guest bins this scenario's modules are built from, without duplicates,
+    /// in first-use order.
+    pub fn guests(&self) -> Vec<&'static str> {
+        let mut bins: Vec<&'static str> = Vec::new();
+        for module in self.modules {
+            let bin = module.image.guest();
+            if !bins.contains(&bin) {
+                bins.push(bin);
+            }
+        }
+        bins
+    }
+}
+
+/// Every scenario, in the order `cargo xtask test` runs them.
+pub fn scenarios() -> &'static [Scenario] {
+    scenarios::ALL
+}
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    scenarios().iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_findable() {
+        for (i, s) in scenarios().iter().enumerate() {
+            assert!(
+                scenarios()[..i].iter().all(|t| t.name != s.name),
+                "duplicate scenario name {}",
+                s.name
+            );
+            assert_eq!(find(s.name).map(|f| f.name), Some(s.name));
+        }
+        assert!(find("no-such-scenario").is_none());
+    }
+
+    #[test]
+    fn every_scenario_starts_with_the_driver_domain() {
+        for s in scenarios() {
+            let first = s.modules.first().expect("scenario without modules");
+            assert!(
+                matches!(first.image, Image::Guest("driver-domain")),
+                "{}: module 1 must be the driver domain",
+                s.name
+            );
+            assert!(s.smp >= 1 && s.mem_mib >= 16 && s.timeout_secs > 0);
+            assert!(!s.expect.is_empty(), "{}: no expectations", s.name);
+        }
+    }
+
+    #[test]
+    fn derived_file_names_are_unique_within_a_scenario() {
+        for s in scenarios() {
+            let names: Vec<&str> = s
+                .modules
+                .iter()
+                .filter_map(|m| match m.image {
+                    Image::Derived { file_name, .. } => Some(file_name),
+                    Image::Guest(_) => None,
+                })
+                .collect();
+            for (i, n) in names.iter().enumerate() {
+                assert!(!names[..i].contains(n), "{}: duplicate {n}", s.name);
+                assert!(
+                    !n.contains(['/', ' ', ',']),
+                    "{}: bad file name {n}",
+                    s.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn demo_is_in_the_test_suite_and_bench_is_not() {
+        assert!(find("demo").is_some_and(|s| s.kind == Kind::Demo));
+        assert!(Kind::Demo.in_test_suite() && Kind::Test.in_test_suite());
+        assert!(!Kind::Bench.in_test_suite());
+    }
+
+    #[test]
+    fn guests_are_deduplicated_in_order() {
+        let s = find("demo").expect("demo");
+        assert_eq!(s.guests(), ["driver-domain", "hello"]);
+        let s = find("bad-modules").expect("bad-modules");
+        assert_eq!(s.guests(), ["driver-domain", "hello"]);
+    }
+}

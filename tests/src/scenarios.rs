@@ -1,0 +1,175 @@
+//! The scenario table: every QEMU boot `cargo xtask test`, `run` and `bench` know,
+//! with the serial lines each must show. Edit expectations here.
+//!
+//! Conventions:
+//! - module 1 is always the driver domain (domain 0);
+//! - module numbers in `(hv) module N '…'` lines count multiboot modules from 1,
+//!   domain ids count only the domains actually created;
+//! - the expected exit status is `qemu_status(EXIT_POWEROFF)` (33) unless a
+//!   scenario says otherwise.
+
+use hypercall_abi::machine::{qemu_status, EXIT_POWEROFF};
+
+use crate::elf_mutations::{entry_outside, not_elf, overlapping_segments, truncate};
+use crate::{Expect, Image, Kind, Module, Scenario};
+
+/// hv-core command line shared by every scenario.
+const HV_CMDLINE: &str = "loglvl=info";
+/// QEMU status when the driver domain powers the machine off.
+const POWEROFF: i32 = qemu_status(EXIT_POWEROFF);
+
+/// Module 1 of every scenario.
+const DRIVER: Module = Module {
+    image: Image::Guest("driver-domain"),
+    args: "name=driver mem=16M",
+};
+
+/// A `hello` module with these parameters.
+const fn hello(args: &'static str) -> Module {
+    Module {
+        image: Image::Guest("hello"),
+        args,
+    }
+}
+
+/// A broken image derived from `hello`.
+const fn broken_hello(
+    mutate: fn(Vec<u8>) -> Vec<u8>,
+    file_name: &'static str,
+    args: &'static str,
+) -> Module {
+    Module {
+        image: Image::Derived {
+            from: "hello",
+            mutate,
+            file_name,
+        },
+        args,
+    }
+}
+
+/// Every scenario, in the order `cargo xtask test` runs them.
+pub(crate) static ALL: &[Scenario] = &[
+    Scenario {
+        name: "demo",
+        about: "Two hello guests print a greeting beside the driver domain, then all power off",
+        kind: Kind::Demo,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            DRIVER,
+            hello("name=hello-1 mem=8M -- greeting=hello-1"),
+            hello("name=hello-2 mem=8M -- greeting=hello-2"),
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) Hello from hello-1"),
+            Expect::Line("(d2) Hello from hello-2"),
+            Expect::Line("(hv) d1 'hello-1': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'hello-2': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("crashed"),
+        ],
+    },
+    Scenario {
+        name: "crasher",
+        about: "A guest faults and is destroyed, its memory is reclaimed, a bystander carries on",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            DRIVER,
+            Module {
+                image: Image::Guest("crasher"),
+                args: "name=crasher mem=8M",
+            },
+            hello("name=bystander mem=8M -- greeting=bystander lines=40"),
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) crasher: caught #PF"),
+            Expect::Line("(hv) d1 'crasher': crashed:"),
+            Expect::Line("(d2) bystander: line 40"),
+            Expect::Line("(hv) d2 'bystander': shut down (poweroff)"),
+            Expect::Line("(hv) d1 'crasher': 2048 frames returned to the free pool"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "abi-mismatch",
+        about: "A guest built for an unsupported ABI major is refused; the next one boots",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            DRIVER,
+            Module {
+                image: Image::Guest("abi-mismatch"),
+                args: "name=future",
+            },
+            hello("name=hello mem=8M -- greeting=survivor"),
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) module 2 'future': refused: ABI 99.0 is not supported"),
+            Expect::Line("(d1) Hello from survivor"),
+            Expect::Line("(hv) d1 'hello': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "bad-modules",
+        about: "Malformed images and bad module parameters are refused one by one; a valid guest still boots",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            DRIVER,
+            broken_hello(not_elf, "not-elf.elf", "name=not-elf"),
+            broken_hello(truncate, "truncated.elf", "name=truncated"),
+            broken_hello(overlapping_segments, "overlap.elf", "name=overlap"),
+            broken_hello(entry_outside, "bad-entry.elf", "name=bad-entry"),
+            hello("name=greedy mem=64G"),
+            hello("name=typo mem=12Q"),
+            hello("name=unknown frobnicate=1"),
+            hello("name=ok mem=8M -- greeting=ok"),
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) module 2 'not-elf': refused: not an ELF file"),
+            Expect::Line("(hv) module 3 'truncated': refused: truncated"),
+            Expect::Line("(hv) module 4 'overlap': refused: segments"),
+            Expect::Line("(hv) module 5 'bad-entry': refused: entry point"),
+            Expect::Line("(hv) module 6 'greedy': refused: not enough memory"),
+            Expect::Line("(hv) module 7 'typo': refused: bad value `12Q` for mem"),
+            Expect::Line("(hv) module 8 'unknown': refused: unknown parameter `frobnicate`"),
+            Expect::Line("(d1) Hello from ok"),
+            Expect::Line("(hv) d1 'ok': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "bench",
+        about: "hvbench measures hypercall and event costs and prints BENCH lines",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            DRIVER,
+            Module {
+                image: Image::Guest("hvbench"),
+                args: "name=bench mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 300,
+        exit_status: POWEROFF,
+        expect: &[Expect::Line("BENCH name=hypercall_null_cycles")],
+    },
+];

@@ -1,0 +1,306 @@
+//! The judge: decides from a serial log and QEMU's exit status whether a scenario
+//! passed, and says why not in one human line per failure.
+//!
+//! # Invariants
+//! - A line containing [`PANIC_MARKER`] always fails, whatever the expectations.
+//! - A run that did not end by itself (`status == None`: timeout, killed) always fails.
+//! - Every unmet expectation yields exactly one failure line; a passing verdict has
+//!   no failure lines.
+
+use hypercall_abi::machine::{
+    qemu_status, EXIT_DRIVER_DOMAIN_CRASHED, EXIT_PANIC, EXIT_POWEROFF, EXIT_REBOOT,
+};
+
+use crate::{Expect, Scenario};
+
+/// Substring of the line hv-core prints when it panics.
+pub const PANIC_MARKER: &str = "(hv) PANIC";
+
+/// The failure line for a run that did not end by itself (`status == None`).
+pub const DID_NOT_EXIT: &str = "QEMU did not exit by itself (timed out or was killed)";
+
+/// The outcome of judging one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether every check held.
+    pub passed: bool,
+    /// One human-readable line per failed check.
+    pub failures: Vec<String>,
+}
+
+/// What a QEMU exit status means, e.g. `33` → `"poweroff"`.
+pub fn describe_status(status: i32) -> String {
+    let known = [
+        (EXIT_POWEROFF, "poweroff"),
+        (EXIT_PANIC, "hv-core panicked"),
+        (EXIT_REBOOT, "reboot"),
+        (EXIT_DRIVER_DOMAIN_CRASHED, "driver domain crashed"),
+    ];
+    if let Some((_, what)) = known.iter().find(|(v, _)| qemu_status(*v) == status) {
+        return (*what).to_owned();
+    }
+    match status {
+        0 => "QEMU quit without a debug-exit write".to_owned(),
+        1 => "QEMU failed, or the guest wrote 0 to the debug-exit port".to_owned(),
+        s if s & 1 == 1 => format!("debug-exit value {:#x}, not a known code", s >> 1),
+        _ => "not a debug-exit status".to_owned(),
+    }
+}
+
+/// Judges one run of `scenario`: `log` is the serial output, `status` QEMU's exit
+/// status (`None` if it did not exit by itself: timeout or killed).
+pub fn judge(scenario: &Scenario, log: &str, status: Option<i32>) -> Verdict {
+    let lines: Vec<&str> = log.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let mut failures = Vec::new();
+
+    match status {
+        None => failures.push(DID_NOT_EXIT.to_owned()),
+        Some(s) if s != scenario.exit_status => failures.push(format!(
+            "QEMU exited with status {s} ({}), expected {} ({})",
+            describe_status(s),
+            scenario.exit_status,
+            describe_status(scenario.exit_status),
+        )),
+        Some(_) => {}
+    }
+
+    if let Some((n, line)) = first_containing(&lines, 0, PANIC_MARKER) {
+        failures.push(format!("hv-core panicked (log line {}): {line}", n + 1));
+    }
+
+    for expect in scenario.expect {
+        if let Err(why) = check(expect, &lines) {
+            failures.push(why);
+        }
+    }
+
+    Verdict {
+        passed: failures.is_empty(),
+        failures,
+    }
+}
+
+/// Checks one expectation against the log's lines.
+fn check(expect: &Expect, lines: &[&str]) -> Result<(), String> {
+    match *expect {
+        Expect::Line(needle) => match first_containing(lines, 0, needle) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "expected a line containing `{needle}` — none found"
+            )),
+        },
+        Expect::Absent(needle) => match first_containing(lines, 0, needle) {
+            None => Ok(()),
+            Some((n, line)) => Err(format!(
+                "expected no line containing `{needle}` — found at log line {}: {line}",
+                n + 1
+            )),
+        },
+        Expect::InOrder(needles) => {
+            let mut from = 0;
+            let mut previous: Option<(&str, usize)> = None;
+            for &needle in needles {
+                match first_containing(lines, from, needle) {
+                    Some((n, _)) => {
+                        from = n + 1;
+                        previous = Some((needle, n));
+                    }
+                    None => {
+                        return Err(match previous {
+                            None => format!(
+                                "expected a line containing `{needle}` (first of an ordered list) — none found"
+                            ),
+                            Some((prev, n)) => match first_containing(lines, 0, needle) {
+                                Some((m, _)) => format!(
+                                    "expected `{needle}` after `{prev}` (log line {}) — it only appears before, at log line {}",
+                                    n + 1,
+                                    m + 1
+                                ),
+                                None => format!(
+                                    "expected a line containing `{needle}` after `{prev}` (log line {}) — none found",
+                                    n + 1
+                                ),
+                            },
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        Expect::Count(needle, want) => {
+            let got = lines.iter().filter(|l| l.contains(needle)).count();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected exactly {want} line(s) containing `{needle}` — found {got}"
+                ))
+            }
+        }
+    }
+}
+
+/// The first line at index `from` or later containing `needle`, with its index.
+fn first_containing<'a>(lines: &[&'a str], from: usize, needle: &str) -> Option<(usize, &'a str)> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| l.contains(needle))
+        .map(|(n, l)| (n, *l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kind;
+
+    const OK: i32 = qemu_status(EXIT_POWEROFF);
+
+    fn scenario(expect: &'static [Expect]) -> Scenario {
+        Scenario {
+            name: "unit",
+            about: "judge unit test",
+            kind: Kind::Test,
+            hv_cmdline: "",
+            modules: &[],
+            smp: 1,
+            mem_mib: 256,
+            timeout_secs: 1,
+            exit_status: OK,
+            expect,
+        }
+    }
+
+    const LOG: &str = "(hv) Paravane starting\r\n\
+        (d1) Hello from hello-1\n\
+        (d2) Hello from hello-2\n\
+        (d1) tick\n\
+        (d1) tick\n\
+        (hv) d1 'hello-1': shut down (poweroff)\n\
+        (hv) d0 'driver': shut down (poweroff)";
+
+    fn failures(expect: &'static [Expect], log: &str, status: Option<i32>) -> Vec<String> {
+        let v = judge(&scenario(expect), log, status);
+        assert_eq!(v.passed, v.failures.is_empty());
+        v.failures
+    }
+
+    #[test]
+    fn line_passes_and_fails() {
+        assert!(failures(&[Expect::Line("(d2) Hello from hello-2")], LOG, Some(OK)).is_empty());
+        assert!(failures(&[Expect::Line("Paravane starting")], LOG, Some(OK)).is_empty());
+        assert_eq!(
+            failures(&[Expect::Line("(d3) Hello")], LOG, Some(OK)),
+            ["expected a line containing `(d3) Hello` — none found"]
+        );
+    }
+
+    #[test]
+    fn absent_passes_and_fails() {
+        assert!(failures(&[Expect::Absent("crashed")], LOG, Some(OK)).is_empty());
+        let f = failures(&[Expect::Absent("tick")], LOG, Some(OK));
+        assert_eq!(
+            f,
+            ["expected no line containing `tick` — found at log line 4: (d1) tick"]
+        );
+    }
+
+    #[test]
+    fn in_order_passes_and_fails() {
+        const GOOD: &[&str] = &["Hello from hello-1", "tick", "tick", "d0 'driver'"];
+        assert!(failures(&[Expect::InOrder(GOOD)], LOG, Some(OK)).is_empty());
+
+        const REVERSED: &[&str] = &["Hello from hello-2", "Hello from hello-1"];
+        let f = failures(&[Expect::InOrder(REVERSED)], LOG, Some(OK));
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].contains("expected `Hello from hello-1` after `Hello from hello-2` (log line 3)"),
+            "{f:?}"
+        );
+        assert!(f[0].contains("only appears before, at log line 2"), "{f:?}");
+
+        const THREE_TICKS: &[&str] = &["tick", "tick", "tick"];
+        let f = failures(&[Expect::InOrder(THREE_TICKS)], LOG, Some(OK));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].contains("`tick` after `tick` (log line 5)"), "{f:?}");
+
+        const MISSING_FIRST: &[&str] = &["nope", "tick"];
+        let f = failures(&[Expect::InOrder(MISSING_FIRST)], LOG, Some(OK));
+        assert_eq!(
+            f,
+            ["expected a line containing `nope` (first of an ordered list) — none found"]
+        );
+
+        const MISSING_LATER: &[&str] = &["tick", "nope"];
+        let f = failures(&[Expect::InOrder(MISSING_LATER)], LOG, Some(OK));
+        assert_eq!(
+            f,
+            ["expected a line containing `nope` after `tick` (log line 4) — none found"]
+        );
+    }
+
+    #[test]
+    fn count_passes_and_fails() {
+        assert!(failures(&[Expect::Count("tick", 2)], LOG, Some(OK)).is_empty());
+        assert!(failures(&[Expect::Count("crashed", 0)], LOG, Some(OK)).is_empty());
+        assert_eq!(
+            failures(&[Expect::Count("tick", 3)], LOG, Some(OK)),
+            ["expected exactly 3 line(s) containing `tick` — found 2"]
+        );
+    }
+
+    #[test]
+    fn wrong_status_fails() {
+        let f = failures(&[Expect::Line("tick")], LOG, Some(qemu_status(EXIT_PANIC)));
+        assert_eq!(
+            f,
+            ["QEMU exited with status 35 (hv-core panicked), expected 33 (poweroff)"]
+        );
+        let f = failures(&[], LOG, Some(1));
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].starts_with("QEMU exited with status 1 (QEMU failed"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn timeout_fails_even_when_lines_match() {
+        let f = failures(&[Expect::Line("tick")], LOG, None);
+        assert_eq!(f, ["QEMU did not exit by itself (timed out or was killed)"]);
+    }
+
+    #[test]
+    fn panic_line_fails_whatever_else_happened() {
+        let log = format!("{LOG}\n(hv) PANIC at hv-core/src/mm.rs:10: oops");
+        let f = failures(&[Expect::Line("tick")], &log, Some(OK));
+        assert_eq!(
+            f,
+            ["hv-core panicked (log line 8): (hv) PANIC at hv-core/src/mm.rs:10: oops"]
+        );
+    }
+
+    #[test]
+    fn every_failure_is_reported() {
+        let f = failures(
+            &[Expect::Line("missing"), Expect::Absent("tick")],
+            "(hv) PANIC: x\n(d1) tick",
+            None,
+        );
+        assert_eq!(f.len(), 4, "{f:?}");
+    }
+
+    #[test]
+    fn status_descriptions() {
+        assert_eq!(describe_status(33), "poweroff");
+        assert_eq!(describe_status(35), "hv-core panicked");
+        assert_eq!(describe_status(37), "reboot");
+        assert_eq!(describe_status(39), "driver domain crashed");
+        assert_eq!(
+            describe_status(41),
+            "debug-exit value 0x14, not a known code"
+        );
+        assert_eq!(describe_status(2), "not a debug-exit status");
+    }
+}

@@ -1,0 +1,239 @@
+//! Booting one scenario: resolving its module images (writing derived ones to its
+//! scratch directory), assembling the QEMU machine, running it and judging the
+//! result. Shared by `run`, `test` and `bench`; they decide what to print.
+//!
+//! # Invariants
+//! - Module strings are `<root-relative path> <args>` with every `,` doubled,
+//!   joined by `,` into QEMU's `-initrd` (QEMU's multiboot module syntax).
+//! - A scenario never boots with a missing image: the error names the path and
+//!   says to run `cargo xtask build`.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use paravane_tests::{judge, Image, Scenario, Verdict, DID_NOT_EXIT};
+
+use crate::qemu::{self, Accel, End, Finished, Launch, Machine};
+use crate::workspace::Workspace;
+use crate::Result;
+
+/// How to boot, beyond what the scenario says.
+#[derive(Debug, Clone, Copy)]
+pub struct BootOptions {
+    /// Accelerator.
+    pub accel: Accel,
+    /// `-icount shift=0`.
+    pub icount: bool,
+    /// Overrides the scenario's vCPU count.
+    pub smp: Option<u32>,
+    /// Overrides the scenario's RAM (MiB).
+    pub mem_mib: Option<u32>,
+    /// Overrides the scenario's timeout (seconds).
+    pub timeout_secs: Option<u64>,
+    /// Serial on the terminal as it arrives.
+    pub echo: bool,
+}
+
+/// A finished, judged boot.
+#[derive(Debug)]
+pub struct Boot {
+    /// What QEMU did.
+    pub finished: Finished,
+    /// The judge's verdict, with xtask's own findings (timeout, signal) first.
+    pub verdict: Verdict,
+    /// Absolute path of the log file.
+    pub log: PathBuf,
+}
+
+/// The machine for `scenario`, with its module images ready on disk.
+pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Result<Machine> {
+    let kernel = ws.hv_image();
+    if !ws.abs(&kernel).is_file() {
+        return Err(format!(
+            "hypervisor image not found at {}; run cargo xtask build",
+            ws.abs(&kernel).display()
+        )
+        .into());
+    }
+    let mut modules = Vec::with_capacity(scenario.modules.len());
+    for module in scenario.modules {
+        let path = module_image(ws, scenario, &module.image)?;
+        modules.push((path, module.args));
+    }
+    Ok(Machine {
+        accel: options.accel,
+        icount: options.icount,
+        smp: options.smp.unwrap_or(scenario.smp),
+        mem_mib: options.mem_mib.unwrap_or(scenario.mem_mib),
+        kernel,
+        append: scenario.hv_cmdline.to_owned(),
+        initrd: initrd_arg(&modules)?,
+    })
+}
+
+/// Boots a prepared machine for `scenario` and judges the run.
+pub fn boot(
+    ws: &Workspace,
+    qemu_bin: &Path,
+    scenario: &Scenario,
+    machine: &Machine,
+    options: &BootOptions,
+) -> Result<Boot> {
+    let timeout_secs = options.timeout_secs.unwrap_or(scenario.timeout_secs);
+    let log = ws.abs(&ws.log_file(scenario.name));
+    let finished = qemu::launch(&Launch {
+        qemu: qemu_bin,
+        args: machine.args(),
+        cwd: &ws.root,
+        log: &log,
+        timeout: Duration::from_secs(timeout_secs),
+        echo: options.echo,
+    })?;
+    if finished.end == End::Interrupted {
+        return Err(crate::Error::Interrupted);
+    }
+    let mut verdict = judge(scenario, &finished.serial, finished.end.status());
+    let own = match finished.end {
+        End::TimedOut => Some(format!("QEMU did not exit within {timeout_secs} s")),
+        End::Signalled(signal) => Some(format!("QEMU was killed by signal {signal}")),
+        End::Exited(1) if !finished.stderr.is_empty() => {
+            Some(format!("QEMU reported: {}", finished.stderr.join(" / ")))
+        }
+        _ => None,
+    };
+    if let Some(line) = own {
+        // Say precisely why QEMU did not exit, instead of the judge's generic line.
+        verdict.failures.retain(|f| f != DID_NOT_EXIT);
+        verdict.failures.insert(0, line);
+        verdict.passed = false;
+    }
+    Ok(Boot {
+        finished,
+        verdict,
+        log,
+    })
+}
+
+/// The root-relative path of a module image, writing derived images first.
+fn module_image(ws: &Workspace, scenario: &Scenario, image: &Image) -> Result<PathBuf> {
+    let source = ws.guest_image(image.guest());
+    if !ws.abs(&source).is_file() {
+        return Err(format!(
+            "guest image `{}` not found at {}; run cargo xtask build",
+            image.guest(),
+            ws.abs(&source).display()
+        )
+        .into());
+    }
+    let Image::Derived {
+        from,
+        mutate,
+        file_name,
+    } = *image
+    else {
+        return Ok(source);
+    };
+    let bytes = std::fs::read(ws.abs(&source))
+        .map_err(|e| format!("cannot read {}: {e}", ws.abs(&source).display()))?;
+    let derived = panic::catch_unwind(AssertUnwindSafe(|| mutate(bytes))).map_err(|payload| {
+        let why = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("the mutation panicked");
+        format!("cannot derive {file_name} from guest `{from}`: {why}")
+    })?;
+    let dir = ws.scratch_dir(scenario.name);
+    std::fs::create_dir_all(ws.abs(&dir))
+        .map_err(|e| format!("cannot create {}: {e}", ws.abs(&dir).display()))?;
+    let path = dir.join(file_name);
+    std::fs::write(ws.abs(&path), derived)
+        .map_err(|e| format!("cannot write {}: {e}", ws.abs(&path).display()))?;
+    Ok(path)
+}
+
+/// QEMU's `-initrd` value: one `<path> <args>` string per module, commas doubled,
+/// joined by commas.
+pub fn initrd_arg(modules: &[(PathBuf, &str)]) -> Result<String> {
+    let mut strings = Vec::with_capacity(modules.len());
+    for (path, args) in modules {
+        let path = path
+            .to_str()
+            .ok_or_else(|| format!("module path {} is not UTF-8", path.display()))?;
+        if path.contains(char::is_whitespace) {
+            return Err(format!("module path `{path}` contains whitespace").into());
+        }
+        let args = args.trim();
+        let string = if args.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path} {args}")
+        };
+        strings.push(string.replace(',', ",,"));
+    }
+    Ok(strings.join(","))
+}
+
+/// The last `n` serial lines, then QEMU's stderr, for failure reports.
+pub fn log_tail(finished: &Finished, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = finished.serial.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut tail: Vec<String> = lines[start..].iter().map(|l| (*l).to_owned()).collect();
+    tail.extend(finished.stderr.iter().map(|l| format!("qemu: {l}")));
+    tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initrd_joins_modules_and_doubles_commas() {
+        let modules = [
+            (PathBuf::from("target/guest/a"), "name=driver mem=16M"),
+            (PathBuf::from("target/qemu/x/b.elf"), " "),
+            (PathBuf::from("c"), "name=c -- list=1,2,3"),
+        ];
+        assert_eq!(
+            initrd_arg(&modules).expect("initrd"),
+            "target/guest/a name=driver mem=16M,target/qemu/x/b.elf,c name=c -- list=1,,2,,3"
+        );
+        assert!(initrd_arg(&[(PathBuf::from("a b"), "")]).is_err());
+    }
+
+    #[test]
+    fn missing_hypervisor_says_to_build() {
+        let ws = Workspace {
+            root: std::env::temp_dir().join("xtask-no-such-workspace"),
+        };
+        let scenario = paravane_tests::find("demo").expect("demo");
+        let options = BootOptions {
+            accel: Accel::Tcg,
+            icount: false,
+            smp: None,
+            mem_mib: None,
+            timeout_secs: None,
+            echo: false,
+        };
+        let Err(crate::Error::Failed(message)) = prepare(&ws, scenario, &options) else {
+            panic!("expected a failure")
+        };
+        assert!(
+            message.starts_with("hypervisor image not found at "),
+            "{message}"
+        );
+        assert!(message.ends_with("; run cargo xtask build"), "{message}");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_and_stderr() {
+        let finished = Finished {
+            serial: "a\nb\nc\n".into(),
+            stderr: vec!["oops".into()],
+            end: End::Exited(1),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(log_tail(&finished, 2), ["b", "c", "qemu: oops"]);
+    }
+}
