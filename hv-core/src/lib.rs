@@ -1,4 +1,28 @@
 //! hv-core: Paravane's ring-0 hypervisor.
+//!
+//! Portable modules (loader, mm, domain layout/builder, sched policy, console
+//! line handling, multiboot parsing) build and unit-test on the host; the
+//! hardware-facing parts (`arch`, entry, hypercall handlers, trap handling)
+//! exist only for the kernel target (`target_os = "none"`).
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+pub mod boot;
+pub mod console;
+pub mod domain;
+pub mod guest_memory;
+#[cfg(target_os = "none")]
+pub mod hypercall;
 pub mod loader;
+#[cfg(target_os = "none")]
+pub mod machine;
+pub mod mm;
+#[cfg(target_os = "none")]
+mod panic;
+pub mod sched;
+#[cfg(target_os = "none")]
+pub mod trap;

@@ -1,0 +1,237 @@
+//! Creating boot-time domains from multiboot modules (dom0-less boot) and
+//! destroying domains. Every refusal is one clear console line; nothing is
+//! left half-created.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hypercall_abi::layout::{GUEST_CS, GUEST_SS, RFLAGS_IF};
+use hypercall_abi::start_info::{Capabilities, StartFlags};
+use hypercall_abi::trap::TRAP_VECTORS;
+use hypercall_abi::{DomId, PAGE_SIZE};
+
+use super::build::{self, Frames, GuestFrames, Identity};
+use super::layout;
+use super::table::{Callbacks, Domain, DomainState, KernelStack, TrapEntry, Vcpu, VcpuId, DOMAINS, FRAMES};
+use crate::arch::cpu::{zero_page, FxArea};
+use crate::arch::entry::TrapFrame;
+use crate::arch::switch::prepare_initial_stack;
+use crate::console::LineBuffer;
+use crate::loader::cmdline::parse_module_cmdline;
+use crate::loader::elf::ElfImage;
+use crate::mm::{mfn_to_virt, FrameType, Mfn, Owner};
+
+/// The frames of a domain under construction, reached through the direct map.
+struct DirectMapFrames<'a> {
+    owned: &'a [Mfn],
+    shared_info: Mfn,
+}
+
+impl GuestFrames for DirectMapFrames<'_> {
+    fn frame_mut(&mut self, mfn: Mfn) -> &mut [u8; 4096] {
+        assert!(mfn == self.shared_info || self.owned.contains(&mfn), "builder touched a foreign frame");
+        // SAFETY: the frame was just allocated to the domain being built, nothing
+        // else maps or references it yet, and the direct map covers it.
+        unsafe { &mut *(mfn_to_virt(mfn) as *mut [u8; 4096]) }
+    }
+}
+
+/// The name to report a module by: its `name=` parameter if present, else the
+/// image's file name.
+pub fn display_name(module_string: &str) -> &str {
+    let params = module_string.split(" -- ").next().unwrap_or("");
+    let mut tokens = params.split_whitespace();
+    let path = tokens.next().unwrap_or("?");
+    for t in tokens {
+        if let Some(name) = t.strip_prefix("name=") {
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.strip_suffix(".elf").unwrap_or(file)
+}
+
+/// Creates a domain from a boot module. `driver` makes it the driver domain
+/// (domain 0, with its capabilities). Returns the new domain id, or the reason
+/// it was refused.
+pub fn create_boot_domain(bytes: &[u8], module_string: &str, driver: bool, hv_l4: &[(usize, u64)]) -> Result<DomId, String> {
+    let params = parse_module_cmdline(module_string).map_err(|e| format!("{e}"))?;
+    if params.vcpus != 1 {
+        return Err(format!("vcpus={}: only 1 vCPU per domain is supported until SMP lands", params.vcpus));
+    }
+    let image = ElfImage::parse(bytes).map_err(|e| format!("{e}"))?;
+    let (abi, hc_page) = build::check_image(&image).map_err(|e| format!("{e}"))?;
+    let nr_pages = params.mem_bytes / PAGE_SIZE;
+    let layout = layout::compute(image.virt_base(), image.virt_end(), nr_pages).map_err(|e| format!("{e}"))?;
+
+    let mut frames_guard = FRAMES.lock();
+    let Some(frames) = frames_guard.as_mut() else {
+        return Err(String::from("frame table not ready"));
+    };
+    let needed = nr_pages + 1;
+    if frames.free_count() < needed {
+        return Err(format!(
+            "not enough memory: wants {} MiB, {} MiB free",
+            params.mem_bytes >> 20,
+            (frames.free_count() * PAGE_SIZE) >> 20
+        ));
+    }
+    let mut table = DOMAINS.lock();
+    let domid = if driver { 0 } else { table.next_domid.max(1) };
+    let owner = Owner::Domain(domid);
+
+    let mut p2m: Vec<Mfn> = Vec::new();
+    if p2m.try_reserve_exact(nr_pages as usize).is_err() {
+        return Err(String::from("out of hypervisor heap for the P2M"));
+    }
+    for _ in 0..nr_pages {
+        // Free frames were counted above; with the lock held none can vanish.
+        let Some(mfn) = frames.alloc(owner) else {
+            break;
+        };
+        p2m.push(mfn);
+    }
+    let shared_info_mfn = frames.alloc(owner);
+    let Some(shared_info_mfn) = shared_info_mfn.filter(|_| p2m.len() as u64 == nr_pages) else {
+        for &mfn in &p2m {
+            let _ = frames.release(mfn, owner);
+        }
+        if let Some(m) = shared_info_mfn {
+            let _ = frames.release(m, owner);
+        }
+        return Err(String::from("frame allocation failed"));
+    };
+    for &mfn in p2m.iter().chain(core::iter::once(&shared_info_mfn)) {
+        // SAFETY: each frame was just allocated to this domain and is mapped by
+        // the direct map; nobody else can see it yet.
+        unsafe { zero_page(mfn_to_virt(mfn)) };
+    }
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        let pfn = pfn as u64;
+        let ftype = if pfn == layout.pt_pfn {
+            FrameType::L4
+        } else if pfn <= layout.pt_pfn + layout.nr_l3 && pfn > layout.pt_pfn {
+            FrameType::L3
+        } else if pfn <= layout.pt_pfn + layout.nr_l3 + layout.nr_l2 && pfn > layout.pt_pfn {
+            FrameType::L2
+        } else if layout.is_pt_pfn(pfn) {
+            FrameType::L1
+        } else {
+            FrameType::Writable
+        };
+        let _ = frames.set_type(mfn, owner, ftype, 1);
+        if ftype == FrameType::L4 {
+            let _ = frames.set_pinned(mfn, owner, true);
+        }
+    }
+    let _ = frames.set_type(shared_info_mfn, owner, FrameType::Writable, 1);
+    drop(frames_guard);
+
+    let capabilities = if driver {
+        Capabilities::CONSOLE_READ | Capabilities::DOMAIN_QUERY | Capabilities::MACHINE_POWER
+    } else {
+        Capabilities::empty()
+    };
+    let flags = if driver { StartFlags::DRIVER_DOMAIN } else { StartFlags::empty() };
+    let who = Identity {
+        domid,
+        name: params.name,
+        cmdline: params.guest_cmdline,
+        capabilities,
+        flags,
+        nr_vcpus: 1,
+    };
+    let entry = {
+        let frames_spec = Frames { p2m: &p2m, shared_info_mfn, hv_l4 };
+        let mut mem = DirectMapFrames { owned: &p2m, shared_info: shared_info_mfn };
+        build::build(&mut mem, &image, hc_page, &layout, &who, &frames_spec)
+    };
+
+    let kstack: Box<KernelStack> = Box::new(KernelStack([0; super::table::KSTACK_SIZE]));
+    let mut vcpu = Box::new(Vcpu {
+        id: VcpuId { domid, vcpu: 0 },
+        saved_rsp: 0,
+        kstack,
+        cr3: entry.cr3,
+        fpu: FxArea::initial(),
+        traps: [TrapEntry::default(); TRAP_VECTORS],
+        kernel_sp: 0,
+        callbacks: Callbacks::default(),
+        active_traps: heapless::Vec::new(),
+        floor_mode: false,
+        running_since: 0,
+    });
+    let frame = TrapFrame {
+        rip: entry.rip,
+        rsp: entry.rsp,
+        rsi: entry.start_info,
+        cs: GUEST_CS,
+        ss: GUEST_SS,
+        rflags: RFLAGS_IF | 0x2,
+        ..TrapFrame::default()
+    };
+    // SAFETY: the stack was just allocated, is 16 KiB and 16-byte aligned, and
+    // no one else uses it.
+    vcpu.saved_rsp = unsafe { prepare_initial_stack(vcpu.kstack_top(), &frame) };
+
+    let mut name = heapless::String::new();
+    let _ = name.push_str(params.name);
+    table.domains.insert(
+        domid,
+        Box::new(Domain {
+            id: domid,
+            name,
+            capabilities,
+            state: DomainState::Running,
+            p2m,
+            shared_info_mfn,
+            vcpus: alloc::vec![vcpu],
+            console: LineBuffer::new(),
+            cpu_cycles: 0,
+        }),
+    );
+    table.next_domid = domid + 1;
+    drop(table);
+    crate::sched::make_runnable(VcpuId { domid, vcpu: 0 });
+    log::info!(
+        "d{domid} '{}': created: {} MiB, 1 vCPU, image {:#x}..{:#x}, entry {:#x}, ABI {}.{}",
+        params.name,
+        params.mem_bytes >> 20,
+        image.virt_base(),
+        image.virt_end(),
+        entry.rip,
+        abi.major,
+        abi.minor
+    );
+    Ok(domid)
+}
+
+/// Removes every domain that is no longer running: frees its frames (after
+/// moving off its page tables) and its vCPUs. Runs in the idle context only.
+pub fn reap_dead_domains() {
+    let mut table = DOMAINS.lock();
+    let dead: Vec<DomId> =
+        table.domains.values().filter(|d| d.state != DomainState::Running).map(|d| d.id).collect();
+    if dead.is_empty() {
+        return;
+    }
+    // SAFETY: the boot L4 maps hv-core exactly as every guest L4 does.
+    unsafe { crate::arch::cpu::write_cr3(crate::arch::boot::boot_pml4_phys()) };
+    for domid in dead {
+        let Some(mut domain) = table.domains.remove(&domid) else { continue };
+        domain.flush_console();
+        let mut frames_guard = FRAMES.lock();
+        if let Some(frames) = frames_guard.as_mut() {
+            let n = super::table::release_frames(frames, &domain);
+            log::info!(
+                "d{domid} '{}': {n} frames returned to the free pool ({} free)",
+                domain.name,
+                frames.free_count()
+            );
+        }
+    }
+}
