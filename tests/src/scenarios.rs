@@ -91,11 +91,17 @@ pub(crate) static ALL: &[Scenario] = &[
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
-            Expect::Line("(d1) crasher: caught #PF"),
-            Expect::Line("(hv) d1 'crasher': crashed:"),
-            Expect::Line("(d2) bystander: line 40"),
+            Expect::Line("(d1) crasher: caught #PF at cr2=0xdead0000, resuming"),
+            Expect::Line("(d1) crasher: resumed after #PF"),
+            Expect::Line("(d1) crasher: caught #DE"),
+            Expect::Line("(hv) d1 'crasher': crashed: #PF at rip="),
+            Expect::Line("cr2=0xbad0000 inside its own #PF handler"),
+            Expect::Absent("crasher: ERROR"),
+            // The bystander keeps printing after the crash, and finishes.
+            Expect::InOrder(&["(hv) d1 'crasher': crashed:", "(d2) bystander: line 40"]),
             Expect::Line("(hv) d2 'bystander': shut down (poweroff)"),
-            Expect::Line("(hv) d1 'crasher': 2048 frames returned to the free pool"),
+            // 8 MiB = 2048 pages, plus the shared_info frame.
+            Expect::Line("(hv) d1 'crasher': 2049 frames returned to the free pool"),
             Expect::Absent("(hv) PANIC"),
         ],
     },

@@ -1,1 +1,105 @@
-fn main(){}
+//! `hvbench`: the null hypercall next to its hardware floor, measured in the
+//! same boot (DESIGN "Benchmarks"; HC-18).
+//!
+//! Each figure is the per-iteration TSC delta of 64 batches × 1000 iterations;
+//! the `BENCH` lines report the median (under `-icount shift=0`, an
+//! instruction count).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use hypercall_abi::hypercall::VERSION_ABI;
+use hypercall_abi::start_info::StartInfo;
+use pv_guest_kit::bench::{measure, Hundredths, Stats};
+use pv_guest_kit::hypercall::{bench_syscall_floor, version};
+use pv_guest_kit::println;
+
+pv_guest_kit::entry!(kmain);
+
+/// Batches per measurement.
+const BATCHES: usize = 64;
+/// Iterations per batch.
+const ITERS: u64 = 1000;
+
+fn kmain(_si: &'static StartInfo) {
+    let null = measure(BATCHES, ITERS, || {
+        let _ = version(VERSION_ABI);
+    });
+    println!(
+        "null hypercall: min {} median {} cycles",
+        null.min, null.median
+    );
+    println!(
+        "BENCH name=hypercall_null_cycles value={} unit=cycles",
+        null.median
+    );
+
+    let floor = syscall_floor();
+    println!(
+        "syscall floor: min {} median {} cycles",
+        floor.min, floor.median
+    );
+    println!(
+        "BENCH name=syscall_floor_cycles value={} unit=cycles",
+        floor.median
+    );
+
+    match Hundredths::ratio(null.median, floor.median) {
+        Some(ratio) => println!("BENCH name=hypercall_null_ratio value={ratio} unit=ratio"),
+        None => println!("hvbench: syscall floor measured 0 cycles; no ratio"),
+    }
+}
+
+/// Measures a bare `syscall` round trip in syscall-floor mode. Between
+/// `bench_syscall_floor()` and the `ud2` that ends the mode no hypercall
+/// works, so nothing in between prints (or can panic: `measure`'s argument
+/// checks pass for these constants).
+fn syscall_floor() -> Stats {
+    if let Err(err) = bench_syscall_floor() {
+        panic!("bench_op(BENCH_SYSCALL_FLOOR) failed: {err}");
+    }
+    let stats = measure(BATCHES, ITERS, arch::bare_syscall);
+    arch::end_floor_mode();
+    stats
+}
+
+/// The floor-mode instructions (kernel target only).
+#[cfg(target_os = "none")]
+mod arch {
+    use core::arch::asm;
+
+    /// One `syscall` instruction; in floor mode the hypervisor answers with a
+    /// bare `sysretq`.
+    #[inline(always)]
+    pub fn bare_syscall() {
+        // SAFETY: in syscall-floor mode `syscall` returns at once, changing
+        // only rcx and r11 (declared); it touches no memory or stack.
+        unsafe {
+            asm!(
+                "syscall",
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+
+    /// `ud2`, which ends syscall-floor mode; the hypervisor skips it.
+    pub fn end_floor_mode() {
+        // SAFETY: in floor mode the hypervisor consumes this `ud2` and resumes
+        // after it (HC-18); it changes no register or memory.
+        unsafe {
+            asm!("ud2", options(nomem, nostack));
+        }
+    }
+}
+
+/// Host stand-ins: the guest never runs on the host.
+#[cfg(not(target_os = "none"))]
+mod arch {
+    pub fn bare_syscall() {
+        unreachable!("hvbench only runs under Paravane")
+    }
+
+    pub fn end_floor_mode() {
+        unreachable!("hvbench only runs under Paravane")
+    }
+}

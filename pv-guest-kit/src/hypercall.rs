@@ -1,0 +1,343 @@
+//! Hypercalls through the hypercall page (SPEC.md §2.1, HC-1 .. HC-18).
+//!
+//! The image reserves [`HYPERCALL_PAGE`] — one page of `int3` in the text
+//! segment, named by the `NOTE_HYPERCALL_PAGE` note — and the hypervisor fills
+//! it with one 32-byte stub per hypercall before the domain's first
+//! instruction. A hypercall is a direct `call page + 32 * n` with the arguments
+//! in rdi, rsi, rdx, r10, r8 and the result in rax (`-errno` on failure); the
+//! hypervisor preserves every register except rax, rcx and r11.
+//!
+//! Each wrapper here is the only place its hypercall's register convention is
+//! written down on the guest side. Calls whose effect Rust cannot check (code
+//! addresses, stacks) are `unsafe fn`s; [`hypercall_raw`] is the escape hatch
+//! for tests that pass hostile arguments on purpose.
+//!
+//! # Host builds
+//! There is no hypervisor on the host: every wrapper panics when called.
+
+use hypercall_abi::bench::BENCH_SYSCALL_FLOOR;
+use hypercall_abi::console::{CONSOLE_IO_MAX, CONSOLE_READ, CONSOLE_WRITE};
+use hypercall_abi::domctl::{DomainInfo, DOMCTL_GET_INFO};
+use hypercall_abi::hypercall::{
+    Features, HYPERCALL_SLOTS, HYPERCALL_STUB_SIZE, VERSION_ABI, VERSION_FEATURES,
+};
+use hypercall_abi::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH};
+use hypercall_abi::trap::TrapInfo;
+use hypercall_abi::{DomId, Errno, Hypercall};
+
+/// The page the hypervisor fills with hypercall stubs: 4 KiB, page aligned.
+///
+/// Its bytes are never read from Rust: the compiler would see the `0xcc` it was
+/// initialised with, not the stubs the hypervisor wrote.
+#[repr(C, align(4096))]
+pub struct HypercallPage(#[allow(dead_code)] [u8; 4096]);
+
+const _: () = assert!(core::mem::size_of::<HypercallPage>() == hypercall_abi::PAGE_SIZE as usize);
+const _: () = assert!(core::mem::align_of::<HypercallPage>() == hypercall_abi::PAGE_SIZE as usize);
+
+impl core::fmt::Debug for HypercallPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "HypercallPage@{:p}", self)
+    }
+}
+
+impl HypercallPage {
+    /// Virtual address of the page.
+    pub fn address(&'static self) -> u64 {
+        self as *const Self as u64
+    }
+}
+
+/// The hypercall page of this image. `guest.ld` keeps its section first in
+/// `.text`; the `NOTE_HYPERCALL_PAGE` note (see [`crate::note`]) names it.
+#[cfg_attr(target_os = "none", link_section = ".text.hypercall_page")]
+pub static HYPERCALL_PAGE: HypercallPage = HypercallPage([0xcc; 4096]);
+
+/// Byte offset of hypercall `nr`'s stub in the page.
+pub const fn stub_offset(nr: Hypercall) -> u64 {
+    nr.number() as u64 * HYPERCALL_STUB_SIZE
+}
+
+/// `call`s the stub of hypercall `$nr` (a constant) with the named argument
+/// registers; evaluates to rax as `i64`. Must be used inside `unsafe`.
+#[cfg(target_os = "none")]
+macro_rules! stub_call {
+    ($nr:expr $(, $reg:tt = $arg:expr)* $(,)?) => {{
+        let ret: i64;
+        core::arch::asm!(
+            "call {page} + {offset}",
+            page = sym $crate::hypercall::HYPERCALL_PAGE,
+            offset = const $crate::hypercall::stub_offset($nr),
+            $( in($reg) $arg, )*
+            lateout("rax") ret,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+        ret
+    }};
+}
+
+/// Host stand-in for `stub_call!`: evaluates the arguments, then panics.
+#[cfg(not(target_os = "none"))]
+macro_rules! stub_call {
+    ($nr:expr $(, $reg:tt = $arg:expr)* $(,)?) => {{
+        $( let _ = $arg; )*
+        no_hypervisor($nr)
+    }};
+}
+
+/// What a hypercall does on the host: there is no hypervisor to call.
+///
+/// # Safety
+/// Always safe to call (it panics); `unsafe` only so that host builds of the
+/// wrappers need the same `unsafe` blocks as kernel builds.
+#[cfg(not(target_os = "none"))]
+#[cold]
+unsafe fn no_hypervisor(nr: Hypercall) -> i64 {
+    panic!(
+        "hypercall {} needs the Paravane hypervisor; this is a host build",
+        nr.name()
+    )
+}
+
+/// Calls hypercall number `nr` with five raw argument registers (rdi, rsi, rdx,
+/// r10, r8) and returns rax unchanged. For tests that pass hostile arguments;
+/// everything else uses the typed wrappers.
+///
+/// Panics if `nr` is not a stub slot (`nr >= HYPERCALL_SLOTS`).
+///
+/// # Safety
+/// 1. Any argument the hypervisor treats as a pointer into guest memory must be
+///    valid for the reads and writes the hypercall does, or point at memory
+///    Rust does not use (the hypervisor rejects unmapped pointers with `-EFAULT`).
+/// 2. The hypercall's effect must not break the Rust program: no code address,
+///    stack or trap table the kit relies on may be replaced with something
+///    invalid, and `iret` must only be reached with a valid `IretContext` on
+///    the stack (it never returns here).
+pub unsafe fn hypercall_raw(nr: u32, args: [u64; 5]) -> i64 {
+    assert!(
+        u64::from(nr) < HYPERCALL_SLOTS,
+        "hypercall {nr} has no stub slot"
+    );
+    #[cfg(target_os = "none")]
+    {
+        let target = HYPERCALL_PAGE.address() + u64::from(nr) * HYPERCALL_STUB_SIZE;
+        let ret: i64;
+        // SAFETY: `target` is a stub in the hypercall page, which follows the
+        // hypercall calling convention (clobbers only rax, rcx, r11); what the
+        // hypercall does with the arguments is the caller's obligation.
+        unsafe {
+            core::arch::asm!(
+                "call {target}",
+                target = in(reg) target,
+                in("rdi") args[0],
+                in("rsi") args[1],
+                in("rdx") args[2],
+                in("r10") args[3],
+                in("r8") args[4],
+                lateout("rax") ret,
+                lateout("rcx") _,
+                lateout("r11") _,
+            );
+        }
+        ret
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = args;
+        panic!("hypercall {nr} needs the Paravane hypervisor; this is a host build")
+    }
+}
+
+/// `version(cmd)` (HC-10): the raw answer to a `VERSION_*` sub-command.
+pub fn version(cmd: u64) -> Result<u64, Errno> {
+    // SAFETY: `version` reads and writes no guest memory.
+    let ret = unsafe { stub_call!(Hypercall::Version, "rdi" = cmd) };
+    Errno::check(ret)
+}
+
+/// The hypervisor's ABI version `(major, minor)`, from `version(VERSION_ABI)`.
+pub fn abi_version() -> Result<(u32, u32), Errno> {
+    let packed = version(VERSION_ABI)?;
+    Ok(((packed >> 16) as u32, (packed & 0xffff) as u32))
+}
+
+/// The hypervisor's feature bits, from `version(VERSION_FEATURES)`.
+pub fn features() -> Result<Features, Errno> {
+    version(VERSION_FEATURES).map(Features::from_bits_retain)
+}
+
+/// `console_io(CONSOLE_WRITE)` (HC-11): writes all of `bytes`, in chunks of at
+/// most `CONSOLE_IO_MAX`. Returns the number of bytes the hypervisor took,
+/// which is short only if it stopped taking any. Unbuffered: most code wants
+/// [`print!`](crate::print) instead.
+pub fn console_write(bytes: &[u8]) -> Result<usize, Errno> {
+    let mut done = 0;
+    while let Some(rest) = bytes.get(done..).filter(|rest| !rest.is_empty()) {
+        let chunk = rest.get(..CONSOLE_IO_MAX as usize).unwrap_or(rest);
+        // SAFETY: `chunk` is valid for reads of `chunk.len()` bytes; the
+        // hypervisor only reads it.
+        let ret = unsafe {
+            stub_call!(
+                Hypercall::ConsoleIo,
+                "rdi" = CONSOLE_WRITE,
+                "rsi" = chunk.len() as u64,
+                "rdx" = chunk.as_ptr() as u64,
+            )
+        };
+        match Errno::check(ret)? {
+            0 => break,
+            taken => done += (taken as usize).min(chunk.len()),
+        }
+    }
+    Ok(done)
+}
+
+/// `console_io(CONSOLE_READ)` (HC-11): reads pending console input into `buf`
+/// without blocking; returns the number of bytes read (possibly 0). Needs the
+/// `CONSOLE_READ` capability (`-EPERM` otherwise).
+pub fn console_read(buf: &mut [u8]) -> Result<usize, Errno> {
+    let len = buf.len().min(CONSOLE_IO_MAX as usize);
+    // SAFETY: `buf` is valid for writes of `len <= buf.len()` bytes and nothing
+    // else refers to it during the call.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::ConsoleIo,
+            "rdi" = CONSOLE_READ,
+            "rsi" = len as u64,
+            "rdx" = buf.as_mut_ptr() as u64,
+        )
+    };
+    Errno::check(ret).map(|n| (n as usize).min(len))
+}
+
+/// `sched_op(SCHEDOP_YIELD)` (HC-12): gives up the CPU; the domain stays
+/// runnable. Yield cannot fail, so there is nothing to return.
+pub fn sched_yield() {
+    // SAFETY: yielding reads and writes no guest memory.
+    let ret = unsafe { stub_call!(Hypercall::SchedOp, "rdi" = SCHEDOP_YIELD, "rsi" = 0u64) };
+    debug_assert!(ret >= 0, "sched_op(yield) failed: {ret}");
+}
+
+/// `sched_op(SCHEDOP_SHUTDOWN, reason)` (HC-12): flushes the console, then
+/// shuts the domain down with `reason` (`SHUTDOWN_*`). Never returns: should
+/// the hypervisor refuse the reason, the domain shuts down with
+/// `SHUTDOWN_CRASH`, and if even that returns it yields forever.
+pub fn shutdown(reason: u64) -> ! {
+    crate::console::flush();
+    for reason in [reason, SHUTDOWN_CRASH] {
+        // SAFETY: shutdown reads and writes no guest memory; if it returns,
+        // nothing has changed.
+        let _ = unsafe { stub_call!(Hypercall::SchedOp, "rdi" = SCHEDOP_SHUTDOWN, "rsi" = reason) };
+    }
+    loop {
+        sched_yield();
+    }
+}
+
+/// `set_trap_table(table, count)` (HC-13): updates the handlers of the vectors
+/// `table` names; an entry with address 0 removes its vector's handler.
+/// Guests normally use [`crate::traps`] instead.
+///
+/// # Safety
+/// 1. Every non-zero `address` in `table` must be the entry of a handler that
+///    follows the bounce protocol of `hypercall_abi::trap` (entered with rsp at
+///    an `ExceptionFrame`, leaves through the `iret` stub).
+/// 2. Replacing the kit's handlers makes [`crate::traps::set_handler`] handlers
+///    unreachable for those vectors.
+pub unsafe fn set_trap_table(table: &[TrapInfo]) -> Result<(), Errno> {
+    // SAFETY: `table` is valid for reads of `table.len()` entries; the
+    // addresses' validity is the caller's obligation.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::SetTrapTable,
+            "rdi" = table.as_ptr() as u64,
+            "rsi" = table.len() as u64,
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// `stack_switch(rsp)` (HC-14): the kernel stack the hypervisor switches to
+/// when a trap arrives from guest user mode.
+///
+/// # Safety
+/// 1. `rsp` must be the 16-byte-aligned top of writable memory that nothing
+///    else uses, large enough for every trap handler that may run on it.
+pub unsafe fn stack_switch(rsp: u64) -> Result<(), Errno> {
+    // SAFETY: the stack's validity is the caller's obligation; the call itself
+    // reads no guest memory.
+    let ret = unsafe { stub_call!(Hypercall::StackSwitch, "rdi" = rsp) };
+    Errno::check(ret).map(drop)
+}
+
+/// `set_callbacks(event, failsafe, syscall)` (HC-15): registers the callback
+/// entry points (0 leaves a callback unregistered).
+///
+/// # Safety
+/// 1. Each non-zero address must be an entry point that follows the callback
+///    protocol SPEC.md HC-15 describes for it.
+pub unsafe fn set_callbacks(event: u64, failsafe: u64, syscall: u64) -> Result<(), Errno> {
+    // SAFETY: the entry points' validity is the caller's obligation; the call
+    // itself reads no guest memory.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::SetCallbacks,
+            "rdi" = event,
+            "rsi" = failsafe,
+            "rdx" = syscall,
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// `domctl(DOMCTL_GET_INFO, domid, &mut info)` (HC-17): the domain whose id is
+/// the smallest one `>= domid` (its id is `info.domid`); `Err(ESRCH)` when
+/// there is none, `Err(EPERM)` without the `DOMAIN_QUERY` capability.
+pub fn domctl_get_info(domid: DomId) -> Result<DomainInfo, Errno> {
+    let mut info = DomainInfo::default();
+    // SAFETY: `info` is valid for writes of one `DomainInfo`, which any bytes
+    // make valid (zerocopy `FromBytes`).
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::Domctl,
+            "rdi" = DOMCTL_GET_INFO,
+            "rsi" = u64::from(domid),
+            "rdx" = &mut info as *mut DomainInfo as u64,
+        )
+    };
+    let found = Errno::check(ret)?;
+    debug_assert_eq!(
+        found,
+        u64::from(info.domid),
+        "domctl returned another domid than it filled in"
+    );
+    Ok(info)
+}
+
+/// `bench_op(BENCH_SYSCALL_FLOOR)` (HC-18): puts this vCPU in syscall-floor
+/// mode. Until it executes `ud2`, `syscall` is a bare round trip and **no
+/// hypercall works** — no printing, no panicking; see `hvbench`.
+pub fn bench_syscall_floor() -> Result<(), Errno> {
+    // SAFETY: the call reads and writes no guest memory; floor mode changes
+    // what later `syscall`s do, not memory.
+    let ret = unsafe { stub_call!(Hypercall::BenchOp, "rdi" = BENCH_SYSCALL_FLOOR) };
+    Errno::check(ret).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_offsets() {
+        assert_eq!(stub_offset(Hypercall::Version), 0);
+        assert_eq!(stub_offset(Hypercall::Iret), 6 * 32);
+        assert_eq!(stub_offset(Hypercall::BenchOp), 8 * 32);
+    }
+
+    #[test]
+    fn page_is_one_aligned_page() {
+        assert_eq!(HYPERCALL_PAGE.address() % 4096, 0);
+    }
+}
