@@ -18,7 +18,9 @@ pub struct LineBuffer {
 
 impl LineBuffer {
     pub const fn new() -> LineBuffer {
-        LineBuffer { buf: heapless::Vec::new() }
+        LineBuffer {
+            buf: heapless::Vec::new(),
+        }
     }
 
     /// Adds guest output; calls `emit` with every completed line (without its

@@ -52,7 +52,8 @@ mod access {
         }
         // SAFETY: `dst` is valid for its length; the guest side was checked by
         // GuestRange::new and the current address space is the calling guest's.
-        unsafe { copy_bytes(dst.as_mut_ptr(), range.va() as *const u8, dst.len()) }.map_err(|_| Errno::EFAULT)
+        unsafe { copy_bytes(dst.as_mut_ptr(), range.va() as *const u8, dst.len()) }
+            .map_err(|_| Errno::EFAULT)
     }
 
     /// Copies `src` into guest memory (`range.len()` must equal `src.len()`).
@@ -61,7 +62,8 @@ mod access {
             return Err(Errno::EINVAL);
         }
         // SAFETY: as for copy_from_guest, with the roles swapped.
-        unsafe { copy_bytes(range.va() as *mut u8, src.as_ptr(), src.len()) }.map_err(|_| Errno::EFAULT)
+        unsafe { copy_bytes(range.va() as *mut u8, src.as_ptr(), src.len()) }
+            .map_err(|_| Errno::EFAULT)
     }
 
     /// Reads one `T` at guest address `va`.
@@ -89,7 +91,10 @@ mod tests {
     #[test]
     fn ranges() {
         assert!(GuestRange::new(0x40_0000, 16).is_ok());
-        assert_eq!(GuestRange::new(0xffff_ffff_8000_0000, 8), Err(Errno::EFAULT));
+        assert_eq!(
+            GuestRange::new(0xffff_ffff_8000_0000, 8),
+            Err(Errno::EFAULT)
+        );
         assert_eq!(GuestRange::new(u64::MAX - 3, 8), Err(Errno::EFAULT));
         assert_eq!(GuestRange::new(0x7fff_ffff_fff8, 16), Err(Errno::EFAULT));
     }

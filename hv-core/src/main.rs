@@ -7,6 +7,8 @@ use hv_core as _;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("hv-core is the Paravane hypervisor kernel; build and boot it with `cargo xtask run`");
+    eprintln!(
+        "hv-core is the Paravane hypervisor kernel; build and boot it with `cargo xtask run`"
+    );
     std::process::exit(1);
 }

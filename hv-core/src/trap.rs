@@ -40,7 +40,11 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         return;
     }
     if v == u64::from(vector::DF) || v == u64::from(vector::MC) {
-        panic!("{} while a guest ran (rip={:#x})", vector::name(v as u8), frame.rip);
+        panic!(
+            "{} while a guest ran (rip={:#x})",
+            vector::name(v as u8),
+            frame.rip
+        );
     }
     guest_exception(frame);
 }
@@ -87,7 +91,9 @@ fn guest_exception(frame: &mut TrapFrame) {
 
 /// A `ud2` in syscall-floor mode ends that mode and is skipped (HC-18).
 fn end_syscall_floor(frame: &mut TrapFrame) -> bool {
-    let Some(id) = sched::current() else { return false };
+    let Some(id) = sched::current() else {
+        return false;
+    };
     let in_floor = DOMAINS.lock().vcpu_mut(id).is_some_and(|v| v.floor_mode);
     if !in_floor {
         return false;
@@ -100,6 +106,9 @@ fn end_syscall_floor(frame: &mut TrapFrame) -> bool {
         frame.rip += 2;
         return true;
     }
-    log::debug!("d{}: syscall-floor mode ended by a #UD that is not ud2", id.domid);
+    log::debug!(
+        "d{}: syscall-floor mode ended by a #UD that is not ud2",
+        id.domid
+    );
     false
 }

@@ -15,7 +15,17 @@ pub const NOTE_ABI_VERSION: u32 = 1;
 pub const NOTE_HYPERCALL_PAGE: u32 = 2;
 
 /// Descriptor of a [`NOTE_ABI_VERSION`] note.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 #[repr(C)]
 pub struct AbiVersionNote {
     /// ABI major the image was built against.

@@ -19,7 +19,9 @@ pub const TRAP_VECTORS: usize = 32;
 pub const TRAP_TABLE_MAX: u64 = TRAP_VECTORS as u64;
 
 /// One trap-table entry, `[GUEST]`, IN to `set_trap_table`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TrapInfo {
     /// Exception vector, 0..31.
@@ -49,7 +51,9 @@ pub const FRAME_FLAGS_ALL: u64 = FRAME_FLAG_USER_MODE;
 
 /// What the hypervisor pushes on the guest kernel stack to deliver an exception,
 /// `[HV]`. The handler is entered with rsp pointing at `error_code`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ExceptionFrame {
     /// Hardware error code, or 0 for vectors without one.
@@ -74,7 +78,9 @@ const _: () = assert!(core::mem::offset_of!(ExceptionFrame, flags) == 16);
 const _: () = assert!(core::mem::offset_of!(ExceptionFrame, ss) == 56);
 
 /// What `iret` reads at the guest's rsp, `[GUEST]`, IN (HC-16).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct IretContext {
     /// rax to restore (pushed by the stub).

@@ -85,6 +85,10 @@ pub(crate) static ALL: &[Scenario] = &[
                 args: "name=crasher mem=8M",
             },
             hello("name=bystander mem=8M -- greeting=bystander lines=40"),
+            Module {
+                image: Image::Guest("crasher"),
+                args: "name=orphan mem=4M -- mode=no-handler",
+            },
         ],
         smp: 1,
         mem_mib: 256,
@@ -97,6 +101,11 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(hv) d1 'crasher': crashed: #PF at rip="),
             Expect::Line("cr2=0xbad0000 inside its own #PF handler"),
             Expect::Absent("crasher: ERROR"),
+            Expect::Line("(hv) d3 'orphan': crashed: #UD at rip="),
+            Expect::Line("with no handler registered"),
+            Expect::Line("(hv) d3 'orphan': 1025 frames returned to the free pool"),
+            // The bystander runs between the crasher's steps, not only after them.
+            Expect::InOrder(&["(d2) Hello from bystander", "(d1) crasher: caught #DE"]),
             // The bystander keeps printing after the crash, and finishes.
             Expect::InOrder(&["(hv) d1 'crasher': crashed:", "(d2) bystander: line 40"]),
             Expect::Line("(hv) d2 'bystander': shut down (poweroff)"),

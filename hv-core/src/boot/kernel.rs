@@ -24,13 +24,21 @@ struct DirectMap;
 
 impl PhysMemory for DirectMap {
     fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
-        let Some(end) = pa.checked_add(buf.len() as u64) else { return false };
+        let Some(end) = pa.checked_add(buf.len() as u64) else {
+            return false;
+        };
         if end > DIRECT_MAP_SIZE {
             return false;
         }
         // SAFETY: the direct map covers [0, DIRECT_MAP_SIZE) and reading RAM or
         // firmware tables there has no side effects.
-        unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(pa) as *const u8, buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                phys_to_virt(pa) as *const u8,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         true
     }
 }
@@ -52,10 +60,15 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         }
     };
     let mut cmdline_buf = [0u8; 512];
-    let cmdline = info.cmdline.map_or("", |pa| read_c_string(&mem, pa, &mut cmdline_buf));
+    let cmdline = info
+        .cmdline
+        .map_or("", |pa| read_c_string(&mem, pa, &mut cmdline_buf));
     let (params, warnings) = parse_hv_cmdline(cmdline);
     crate::console::init_logger(params.log_level);
-    log::info!("Paravane hv-core {} (ABI {ABI_MAJOR}.{ABI_MINOR}) booting", env!("CARGO_PKG_VERSION"));
+    log::info!(
+        "Paravane hv-core {} (ABI {ABI_MAJOR}.{ABI_MINOR}) booting",
+        env!("CARGO_PKG_VERSION")
+    );
     for w in &warnings {
         log::warn!("command line: {w}");
     }
@@ -81,7 +94,12 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     let _ = reserved.push(boot_area);
     let mut free = usable(&info.ram, &reserved, DIRECT_MAP_SIZE);
     let total: u64 = free.iter().map(|r| r.len()).sum();
-    let max_pa = info.ram.iter().map(|r| r.end.min(DIRECT_MAP_SIZE)).max().unwrap_or(0);
+    let max_pa = info
+        .ram
+        .iter()
+        .map(|r| r.end.min(DIRECT_MAP_SIZE))
+        .max()
+        .unwrap_or(0);
     let nr_frames = max_pa / PAGE_SIZE;
     let table_bytes = page_up(nr_frames * core::mem::size_of::<FrameInfo>() as u64);
 
@@ -90,7 +108,10 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         panic!("no usable memory");
     };
     if largest.len() < table_bytes + HEAP_SIZE + (4 << 20) {
-        panic!("too little memory: the largest free region has {} KiB", largest.len() / 1024);
+        panic!(
+            "too little memory: the largest free region has {} KiB",
+            largest.len() / 1024
+        );
     }
     let table_pa = largest.start;
     let heap_pa = table_pa + table_bytes;
@@ -101,8 +122,12 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     // SAFETY: the frame-table area is free RAM removed from the free regions,
     // aligned for FrameInfo (page aligned), large enough for nr_frames entries,
     // and lives for the rest of the hypervisor's life.
-    let storage: &'static mut [FrameInfo] =
-        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(table_pa) as *mut FrameInfo, nr_frames as usize) };
+    let storage: &'static mut [FrameInfo] = unsafe {
+        core::slice::from_raw_parts_mut(
+            phys_to_virt(table_pa) as *mut FrameInfo,
+            nr_frames as usize,
+        )
+    };
     let mut frames = FrameTable::new(storage);
     for r in &free {
         frames.add_free(r.start / PAGE_SIZE, r.end / PAGE_SIZE);
@@ -125,25 +150,40 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         let string = read_c_string(&mem, m.string, &mut string_buf);
         let name = domain::display_name(string);
         if m.range.end > DIRECT_MAP_SIZE {
-            log::info!("module {} '{name}': refused: loaded above the direct map", i + 1);
+            log::info!(
+                "module {} '{name}': refused: loaded above the direct map",
+                i + 1
+            );
             continue;
         }
         // SAFETY: the module lies in reserved RAM below DIRECT_MAP_SIZE that
         // nothing writes until it is released after this loop.
-        let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(m.range.start) as *const u8, m.range.len() as usize) };
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                phys_to_virt(m.range.start) as *const u8,
+                m.range.len() as usize,
+            )
+        };
         match domain::create_boot_domain(bytes, string, i == 0, &hv_l4) {
             Ok(_) => created += 1,
             Err(reason) => log::info!("module {} '{name}': refused: {reason}", i + 1),
         }
     }
     if info.modules_dropped > 0 {
-        log::warn!("{} boot modules beyond the first {} were ignored", info.modules_dropped, multiboot::MAX_MODULES);
+        log::warn!(
+            "{} boot modules beyond the first {} were ignored",
+            info.modules_dropped,
+            multiboot::MAX_MODULES
+        );
     }
 
     // The loader's strings and modules are no longer needed.
     if let Some(frames) = FRAMES.lock().as_mut() {
         frames.add_free(page_up(image_end) / PAGE_SIZE, boot_area.end / PAGE_SIZE);
-        log::info!("{created} domain(s) created; {} MiB free", (frames.free_count() * PAGE_SIZE) >> 20);
+        log::info!(
+            "{created} domain(s) created; {} MiB free",
+            (frames.free_count() * PAGE_SIZE) >> 20
+        );
     }
 
     // QEMU's APIC timer counts at 1 GHz; with the divider at 16, one tick is 16 ns.

@@ -92,7 +92,10 @@ pub fn parse(mem: &dyn PhysMemory, magic: u32, mbi: u64) -> Result<BootInfo, Boo
             let start = u64::from(read_u32(mem, entry)?);
             let end = u64::from(read_u32(mem, entry + 4)?);
             let string = u64::from(read_u32(mem, entry + 8)?);
-            let module = Module { range: Region::new(start, end.max(start)), string };
+            let module = Module {
+                range: Region::new(start, end.max(start)),
+                string,
+            };
             if info.modules.push(module).is_err() {
                 info.modules_dropped += 1;
             }
@@ -208,7 +211,13 @@ mod tests {
     #[test]
     fn rejects_bad_magic_and_unreadable() {
         let mem = sample();
-        assert_eq!(parse(&mem, 0, 0x100).unwrap_err(), BootInfoError::BadMagic(0));
-        assert!(matches!(parse(&mem, LOADER_MAGIC, 0x10_0000), Err(BootInfoError::Unreadable(_))));
+        assert_eq!(
+            parse(&mem, 0, 0x100).unwrap_err(),
+            BootInfoError::BadMagic(0)
+        );
+        assert!(matches!(
+            parse(&mem, LOADER_MAGIC, 0x10_0000),
+            Err(BootInfoError::Unreadable(_))
+        ));
     }
 }

@@ -4,14 +4,16 @@
 //! the run-time toolstack builder will share it.
 
 use hypercall_abi::elf_note::AbiVersionNote;
-use hypercall_abi::start_info::{Capabilities, StartFlags, StartInfo, CMDLINE_SIZE, NAME_SIZE, START_INFO_MAGIC};
+use hypercall_abi::start_info::{
+    Capabilities, StartFlags, StartInfo, CMDLINE_SIZE, NAME_SIZE, START_INFO_MAGIC,
+};
 use hypercall_abi::{DomId, ABI_MAJOR, ABI_MINOR, PAGE_SIZE};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::hypercall_page;
 use super::layout::{StartLayout, STACK_PAGES};
-use crate::mm::pte::{PTE_P, PTE_RW, PTE_US};
 use crate::loader::elf::ElfImage;
+use crate::mm::pte::{PTE_P, PTE_RW, PTE_US};
 use crate::mm::Mfn;
 
 /// Write access to the frames of the domain being built.
@@ -31,7 +33,9 @@ pub enum ImageError {
 impl core::fmt::Display for ImageError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ImageError::MissingAbiNote => write!(f, "no Paravane ABI note (was it built with pv-guest-kit?)"),
+            ImageError::MissingAbiNote => {
+                write!(f, "no Paravane ABI note (was it built with pv-guest-kit?)")
+            }
             ImageError::UnsupportedAbi(v) => write!(
                 f,
                 "ABI {}.{} is not supported (this hypervisor speaks {}.0 to {}.{})",
@@ -50,7 +54,9 @@ pub fn check_image(image: &ElfImage<'_>) -> Result<(AbiVersionNote, u64), ImageE
     if abi.major != ABI_MAJOR {
         return Err(ImageError::UnsupportedAbi(abi));
     }
-    let page = notes.hypercall_page.ok_or(ImageError::MissingHypercallPage)?;
+    let page = notes
+        .hypercall_page
+        .ok_or(ImageError::MissingHypercallPage)?;
     Ok((abi, page))
 }
 

@@ -14,7 +14,9 @@ use hypercall_abi::{DomId, PAGE_SIZE};
 
 use super::build::{self, Frames, GuestFrames, Identity};
 use super::layout;
-use super::table::{Callbacks, Domain, DomainState, KernelStack, TrapEntry, Vcpu, VcpuId, DOMAINS, FRAMES};
+use super::table::{
+    Callbacks, Domain, DomainState, KernelStack, TrapEntry, Vcpu, VcpuId, DOMAINS, FRAMES,
+};
 use crate::arch::cpu::{zero_page, FxArea};
 use crate::arch::entry::TrapFrame;
 use crate::arch::switch::prepare_initial_stack;
@@ -31,7 +33,10 @@ struct DirectMapFrames<'a> {
 
 impl GuestFrames for DirectMapFrames<'_> {
     fn frame_mut(&mut self, mfn: Mfn) -> &mut [u8; 4096] {
-        assert!(mfn == self.shared_info || self.owned.contains(&mfn), "builder touched a foreign frame");
+        assert!(
+            mfn == self.shared_info || self.owned.contains(&mfn),
+            "builder touched a foreign frame"
+        );
         // SAFETY: the frame was just allocated to the domain being built, nothing
         // else maps or references it yet, and the direct map covers it.
         unsafe { &mut *(mfn_to_virt(mfn) as *mut [u8; 4096]) }
@@ -58,15 +63,24 @@ pub fn display_name(module_string: &str) -> &str {
 /// Creates a domain from a boot module. `driver` makes it the driver domain
 /// (domain 0, with its capabilities). Returns the new domain id, or the reason
 /// it was refused.
-pub fn create_boot_domain(bytes: &[u8], module_string: &str, driver: bool, hv_l4: &[(usize, u64)]) -> Result<DomId, String> {
+pub fn create_boot_domain(
+    bytes: &[u8],
+    module_string: &str,
+    driver: bool,
+    hv_l4: &[(usize, u64)],
+) -> Result<DomId, String> {
     let params = parse_module_cmdline(module_string).map_err(|e| format!("{e}"))?;
     if params.vcpus != 1 {
-        return Err(format!("vcpus={}: only 1 vCPU per domain is supported until SMP lands", params.vcpus));
+        return Err(format!(
+            "vcpus={}: only 1 vCPU per domain is supported until SMP lands",
+            params.vcpus
+        ));
     }
     let image = ElfImage::parse(bytes).map_err(|e| format!("{e}"))?;
     let (abi, hc_page) = build::check_image(&image).map_err(|e| format!("{e}"))?;
     let nr_pages = params.mem_bytes / PAGE_SIZE;
-    let layout = layout::compute(image.virt_base(), image.virt_end(), nr_pages).map_err(|e| format!("{e}"))?;
+    let layout = layout::compute(image.virt_base(), image.virt_end(), nr_pages)
+        .map_err(|e| format!("{e}"))?;
 
     let mut frames_guard = FRAMES.lock();
     let Some(frames) = frames_guard.as_mut() else {
@@ -136,7 +150,11 @@ pub fn create_boot_domain(bytes: &[u8], module_string: &str, driver: bool, hv_l4
     } else {
         Capabilities::empty()
     };
-    let flags = if driver { StartFlags::DRIVER_DOMAIN } else { StartFlags::empty() };
+    let flags = if driver {
+        StartFlags::DRIVER_DOMAIN
+    } else {
+        StartFlags::empty()
+    };
     let who = Identity {
         domid,
         name: params.name,
@@ -146,8 +164,15 @@ pub fn create_boot_domain(bytes: &[u8], module_string: &str, driver: bool, hv_l4
         nr_vcpus: 1,
     };
     let entry = {
-        let frames_spec = Frames { p2m: &p2m, shared_info_mfn, hv_l4 };
-        let mut mem = DirectMapFrames { owned: &p2m, shared_info: shared_info_mfn };
+        let frames_spec = Frames {
+            p2m: &p2m,
+            shared_info_mfn,
+            hv_l4,
+        };
+        let mut mem = DirectMapFrames {
+            owned: &p2m,
+            shared_info: shared_info_mfn,
+        };
         build::build(&mut mem, &image, hc_page, &layout, &who, &frames_spec)
     };
 
@@ -214,15 +239,21 @@ pub fn create_boot_domain(bytes: &[u8], module_string: &str, driver: bool, hv_l4
 /// moving off its page tables) and its vCPUs. Runs in the idle context only.
 pub fn reap_dead_domains() {
     let mut table = DOMAINS.lock();
-    let dead: Vec<DomId> =
-        table.domains.values().filter(|d| d.state != DomainState::Running).map(|d| d.id).collect();
+    let dead: Vec<DomId> = table
+        .domains
+        .values()
+        .filter(|d| d.state != DomainState::Running)
+        .map(|d| d.id)
+        .collect();
     if dead.is_empty() {
         return;
     }
     // SAFETY: the boot L4 maps hv-core exactly as every guest L4 does.
     unsafe { crate::arch::cpu::write_cr3(crate::arch::boot::boot_pml4_phys()) };
     for domid in dead {
-        let Some(mut domain) = table.domains.remove(&domid) else { continue };
+        let Some(mut domain) = table.domains.remove(&domid) else {
+            continue;
+        };
         domain.flush_console();
         let mut frames_guard = FRAMES.lock();
         if let Some(frames) = frames_guard.as_mut() {

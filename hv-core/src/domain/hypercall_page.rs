@@ -13,7 +13,11 @@ use hypercall_abi::Hypercall;
 ///   builds the `IretContext` head on the guest stack and never returns.
 pub fn write(page: &mut [u8; 4096]) {
     page.fill(0xcc);
-    for (n, stub) in page.chunks_exact_mut(HYPERCALL_STUB_SIZE as usize).take(HYPERCALL_SLOTS as usize).enumerate() {
+    for (n, stub) in page
+        .chunks_exact_mut(HYPERCALL_STUB_SIZE as usize)
+        .take(HYPERCALL_SLOTS as usize)
+        .enumerate()
+    {
         let nr = (n as u32).to_le_bytes();
         let mov_eax = [0xb8, nr[0], nr[1], nr[2], nr[3]];
         if n as u32 == Hypercall::Iret.number() {
@@ -39,7 +43,10 @@ mod tests {
         assert_eq!(&page[0..8], &[0xb8, 0, 0, 0, 0, 0x0f, 0x05, 0xc3]);
         assert_eq!(&page[32..40], &[0xb8, 1, 0, 0, 0, 0x0f, 0x05, 0xc3]);
         let iret = Hypercall::Iret.number() as usize * 32;
-        assert_eq!(&page[iret..iret + 13], &[0x51, 0x41, 0x53, 0x50, 0xb8, 6, 0, 0, 0, 0x0f, 0x05, 0x0f, 0x0b]);
+        assert_eq!(
+            &page[iret..iret + 13],
+            &[0x51, 0x41, 0x53, 0x50, 0xb8, 6, 0, 0, 0, 0x0f, 0x05, 0x0f, 0x0b]
+        );
         assert_eq!(page[8], 0xcc);
         assert_eq!(page[4095], 0xcc);
     }

@@ -70,9 +70,15 @@ impl core::fmt::Display for LayoutError {
         match *self {
             LayoutError::BadImageRange => write!(f, "image range is not page aligned"),
             LayoutError::NotGuestAddress { start, end } => {
-                write!(f, "memory at {start:#x}..{end:#x} would reach hypervisor address space")
+                write!(
+                    f,
+                    "memory at {start:#x}..{end:#x} would reach hypervisor address space"
+                )
             }
-            LayoutError::TooSmall { needed_pages, nr_pages } => write!(
+            LayoutError::TooSmall {
+                needed_pages,
+                nr_pages,
+            } => write!(
                 f,
                 "not enough memory for the image and start-of-day layout: needs {} KiB, has {} KiB",
                 needed_pages * 4,
@@ -93,7 +99,9 @@ pub fn compute(virt_base: u64, image_end: u64, nr_pages: u64) -> Result<StartLay
         return Err(LayoutError::BadImageRange);
     }
     // Everything mapped: every pfn plus the shared_info page.
-    let span = nr_pages.checked_add(1).and_then(|n| n.checked_mul(PAGE_SIZE));
+    let span = nr_pages
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(PAGE_SIZE));
     let end = span.and_then(|s| virt_base.checked_add(s));
     let Some(end) = end.filter(|&e| is_guest_range(virt_base, e - virt_base)) else {
         return Err(LayoutError::NotGuestAddress {
@@ -112,7 +120,10 @@ pub fn compute(virt_base: u64, image_end: u64, nr_pages: u64) -> Result<StartLay
     let stack_pfn = pt_pfn + 1 + nr_l3 + nr_l2 + nr_l1;
     let first_free_pfn = stack_pfn + STACK_PAGES;
     if first_free_pfn > nr_pages {
-        return Err(LayoutError::TooSmall { needed_pages: first_free_pfn, nr_pages });
+        return Err(LayoutError::TooSmall {
+            needed_pages: first_free_pfn,
+            nr_pages,
+        });
     }
     Ok(StartLayout {
         virt_base,
@@ -154,14 +165,23 @@ mod tests {
 
     #[test]
     fn too_small() {
-        assert!(matches!(compute(0x40_0000, 0x48_0000, 140), Err(LayoutError::TooSmall { .. })));
+        assert!(matches!(
+            compute(0x40_0000, 0x48_0000, 140),
+            Err(LayoutError::TooSmall { .. })
+        ));
     }
 
     #[test]
     fn refuses_hypervisor_space() {
         let top = hypercall_abi::layout::LOWER_HALF_END - 0x1000;
-        assert!(matches!(compute(top, top + 0x1000, 16), Err(LayoutError::NotGuestAddress { .. })));
-        assert!(matches!(compute(0x40_0000, 0x40_1000, u64::MAX / 2), Err(LayoutError::NotGuestAddress { .. })));
+        assert!(matches!(
+            compute(top, top + 0x1000, 16),
+            Err(LayoutError::NotGuestAddress { .. })
+        ));
+        assert!(matches!(
+            compute(0x40_0000, 0x40_1000, u64::MAX / 2),
+            Err(LayoutError::NotGuestAddress { .. })
+        ));
     }
 
     #[test]

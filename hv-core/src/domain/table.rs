@@ -110,7 +110,8 @@ impl Domain {
     /// Flushes a partial console line.
     pub fn flush_console(&mut self) {
         let id = self.id;
-        self.console.flush(|line| crate::console::emit_guest_line(id, line));
+        self.console
+            .flush(|line| crate::console::emit_guest_line(id, line));
     }
 }
 
@@ -122,13 +123,19 @@ pub struct DomainTable {
 
 impl DomainTable {
     pub fn vcpu_mut(&mut self, id: VcpuId) -> Option<&mut Vcpu> {
-        self.domains.get_mut(&id.domid)?.vcpus.get_mut(id.vcpu as usize).map(|v| &mut **v)
+        self.domains
+            .get_mut(&id.domid)?
+            .vcpus
+            .get_mut(id.vcpu as usize)
+            .map(|v| &mut **v)
     }
 }
 
 /// The domain table.
-pub static DOMAINS: spin::Mutex<DomainTable> =
-    spin::Mutex::new(DomainTable { domains: BTreeMap::new(), next_domid: 0 });
+pub static DOMAINS: spin::Mutex<DomainTable> = spin::Mutex::new(DomainTable {
+    domains: BTreeMap::new(),
+    next_domid: 0,
+});
 
 /// The frame table (set up at boot).
 pub static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
@@ -137,11 +144,18 @@ pub static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(N
 pub fn release_frames(frames: &mut FrameTable<'static>, domain: &Domain) -> u64 {
     let owner = Owner::Domain(domain.id);
     let mut n = 0;
-    for &mfn in domain.p2m.iter().chain(core::iter::once(&domain.shared_info_mfn)) {
+    for &mfn in domain
+        .p2m
+        .iter()
+        .chain(core::iter::once(&domain.shared_info_mfn))
+    {
         if frames.release(mfn, owner).is_ok() {
             n += 1;
         } else {
-            log::error!("d{}: frame {mfn:#x} was not owned by it at teardown", domain.id);
+            log::error!(
+                "d{}: frame {mfn:#x} was not owned by it at teardown",
+                domain.id
+            );
         }
     }
     n

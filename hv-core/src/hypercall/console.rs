@@ -29,13 +29,20 @@ pub fn console_io(cmd: u64, len: u64, buf: u64) -> Result<u64, Errno> {
                 let mut table = DOMAINS.lock();
                 let domain = table.domains.get_mut(&id.domid).ok_or(Errno::ESRCH)?;
                 let domid = domain.id;
-                domain.console.feed(dst, |line| crate::console::emit_guest_line(domid, line));
+                domain
+                    .console
+                    .feed(dst, |line| crate::console::emit_guest_line(domid, line));
                 done += n;
             }
             Ok(len)
         }
         CONSOLE_READ => {
-            let caps = DOMAINS.lock().domains.get(&id.domid).map(|d| d.capabilities).ok_or(Errno::ESRCH)?;
+            let caps = DOMAINS
+                .lock()
+                .domains
+                .get(&id.domid)
+                .map(|d| d.capabilities)
+                .ok_or(Errno::ESRCH)?;
             if !caps.contains(Capabilities::CONSOLE_READ) {
                 return Err(Errno::EPERM);
             }

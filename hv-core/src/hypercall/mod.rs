@@ -15,26 +15,60 @@ use crate::arch::entry::TrapFrame;
 pub use sched_op::{crash_current, shutdown_current};
 pub use traps::{bounce_exception, guest_insn_bytes};
 
-/// Called by the SYSCALL entry with the guest's saved registers.
-pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
-    let result = match Hypercall::from_number(frame.rax) {
-        Some(Hypercall::Version) => version::version(frame.rdi),
-        Some(Hypercall::ConsoleIo) => console::console_io(frame.rdi, frame.rsi, frame.rdx),
-        Some(Hypercall::SchedOp) => sched_op::sched_op(frame.rdi, frame.rsi),
-        Some(Hypercall::SetTrapTable) => traps::set_trap_table(frame.rdi, frame.rsi),
-        Some(Hypercall::StackSwitch) => traps::stack_switch(frame.rdi),
-        Some(Hypercall::SetCallbacks) => traps::set_callbacks(frame.rdi, frame.rsi, frame.rdx),
-        Some(Hypercall::Iret) => match traps::iret(frame) {
-            // The whole frame, rax included, now holds the restored context.
-            Ok(()) => return,
-            Err(e) => Err(e),
+type Handler = fn(&mut TrapFrame);
+
+/// The handler of each hypercall, indexed by number. Built from the ABI's
+/// table, so a hypercall added there without a handler here does not compile.
+static HANDLERS: [Handler; Hypercall::ALL.len()] = {
+    let mut table: [Handler; Hypercall::ALL.len()] = [no_such_hypercall; Hypercall::ALL.len()];
+    let mut i = 0;
+    while i < Hypercall::ALL.len() {
+        let h = Hypercall::ALL[i];
+        table[h.number() as usize] = handler_for(h);
+        i += 1;
+    }
+    table
+};
+
+const fn handler_for(h: Hypercall) -> Handler {
+    match h {
+        Hypercall::Version => |f| set_result(f, version::version(f.rdi)),
+        Hypercall::ConsoleIo => |f| set_result(f, console::console_io(f.rdi, f.rsi, f.rdx)),
+        Hypercall::SchedOp => |f| set_result(f, sched_op::sched_op(f.rdi, f.rsi)),
+        Hypercall::SetTrapTable => |f| set_result(f, traps::set_trap_table(f.rdi, f.rsi)),
+        Hypercall::StackSwitch => |f| set_result(f, traps::stack_switch(f.rdi)),
+        Hypercall::SetCallbacks => |f| set_result(f, traps::set_callbacks(f.rdi, f.rsi, f.rdx)),
+        // On success the whole frame, rax included, holds the restored context.
+        Hypercall::Iret => |f| {
+            if let Err(e) = traps::iret(f) {
+                set_result(f, Err(e));
+            }
         },
-        Some(Hypercall::Domctl) => domctl::domctl(frame.rdi, frame.rsi, frame.rdx),
-        Some(Hypercall::BenchOp) => version::bench_op(frame.rdi),
-        None => Err(Errno::ENOSYS),
-    };
+        Hypercall::Domctl => |f| set_result(f, domctl::domctl(f.rdi, f.rsi, f.rdx)),
+        Hypercall::BenchOp => |f| set_result(f, version::bench_op(f.rdi)),
+    }
+}
+
+fn no_such_hypercall(frame: &mut TrapFrame) {
+    set_result(frame, Err(Errno::ENOSYS));
+}
+
+#[inline(always)]
+fn set_result(frame: &mut TrapFrame, result: Result<u64, Errno>) {
     frame.rax = match result {
         Ok(value) => value,
         Err(e) => e.to_return() as u64,
     };
+}
+
+/// Called by the SYSCALL entry with the guest's saved registers: one bounds
+/// check and an indirect call, so each handler pays only for itself.
+pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+    match usize::try_from(frame.rax)
+        .ok()
+        .and_then(|n| HANDLERS.get(n))
+    {
+        Some(handler) => handler(frame),
+        None => no_such_hypercall(frame),
+    }
 }

@@ -4,7 +4,8 @@ use alloc::string::String;
 
 use hypercall_abi::machine::{EXIT_DRIVER_DOMAIN_CRASHED, EXIT_POWEROFF, EXIT_REBOOT};
 use hypercall_abi::sched::{
-    shutdown_reason_name, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF, SHUTDOWN_REBOOT,
+    shutdown_reason_name, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH, SHUTDOWN_POWEROFF,
+    SHUTDOWN_REBOOT,
 };
 use hypercall_abi::start_info::Capabilities;
 use hypercall_abi::Errno;
@@ -32,7 +33,9 @@ fn end_current(state: DomainState, what: &str, machine_code: u32) {
     let Some(id) = sched::current() else { return };
     let power = {
         let mut table = DOMAINS.lock();
-        let Some(domain) = table.domains.get_mut(&id.domid) else { return };
+        let Some(domain) = table.domains.get_mut(&id.domid) else {
+            return;
+        };
         domain.state = state;
         domain.flush_console();
         log::info!("d{} '{}': {what}", domain.id, domain.name);

@@ -5,8 +5,8 @@ use alloc::string::String;
 
 use hypercall_abi::layout::{is_guest_address, GUEST_CS, GUEST_RFLAGS_MASK, GUEST_SS, RFLAGS_IF};
 use hypercall_abi::trap::{
-    vector, ExceptionFrame, IretContext, TrapInfo, FRAME_FLAGS_ALL, FRAME_FLAG_USER_MODE, TRAP_FLAGS_ALL,
-    TRAP_TABLE_MAX, TRAP_VECTORS,
+    vector, ExceptionFrame, IretContext, TrapInfo, FRAME_FLAGS_ALL, FRAME_FLAG_USER_MODE,
+    TRAP_FLAGS_ALL, TRAP_TABLE_MAX, TRAP_VECTORS,
 };
 use hypercall_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
@@ -61,7 +61,10 @@ pub fn set_trap_table(table: u64, count: u64) -> Result<u64, Errno> {
             return Err(Errno::EINVAL);
         }
         seen |= 1 << v;
-        traps[usize::from(v)] = TrapEntry { address: e.address, flags: e.flags };
+        traps[usize::from(v)] = TrapEntry {
+            address: e.address,
+            flags: e.flags,
+        };
     }
     with_current_vcpu(|vcpu| vcpu.traps = traps)?;
     Ok(0)
@@ -79,7 +82,13 @@ pub fn set_callbacks(event: u64, failsafe: u64, syscall: u64) -> Result<u64, Err
     if !(valid_entry(event) && valid_entry(failsafe) && valid_entry(syscall)) {
         return Err(Errno::EINVAL);
     }
-    with_current_vcpu(|vcpu| vcpu.callbacks = Callbacks { event, failsafe, syscall })?;
+    with_current_vcpu(|vcpu| {
+        vcpu.callbacks = Callbacks {
+            event,
+            failsafe,
+            syscall,
+        }
+    })?;
     Ok(0)
 }
 
@@ -113,10 +122,17 @@ pub fn iret(frame: &mut TrapFrame) -> Result<(), Errno> {
 pub fn bounce_exception(frame: &mut TrapFrame, cr2: u64) -> Result<(), String> {
     let v = frame.vector as u8;
     let name = vector::name(v);
-    let what = || format!("{name} at rip={:#x} rsp={:#x} error={:#x} cr2={cr2:#x}", frame.rip, frame.rsp, frame.error_code);
+    let what = || {
+        format!(
+            "{name} at rip={:#x} rsp={:#x} error={:#x} cr2={cr2:#x}",
+            frame.rip, frame.rsp, frame.error_code
+        )
+    };
     let id = sched::current().ok_or_else(|| String::from("no current vCPU"))?;
     let mut table = DOMAINS.lock();
-    let vcpu = table.vcpu_mut(id).ok_or_else(|| String::from("vCPU vanished"))?;
+    let vcpu = table
+        .vcpu_mut(id)
+        .ok_or_else(|| String::from("vCPU vanished"))?;
     let handler = vcpu.traps.get(usize::from(v)).map_or(0, |t| t.address);
     if handler == 0 {
         return Err(format!("{} with no handler registered", what()));
@@ -136,7 +152,10 @@ pub fn bounce_exception(frame: &mut TrapFrame, cr2: u64) -> Result<(), String> {
         ss: GUEST_SS,
     };
     if write_obj(sp, &exception).is_err() {
-        return Err(format!("{}: its stack is not writable, cannot deliver", what()));
+        return Err(format!(
+            "{}: its stack is not writable, cannot deliver",
+            what()
+        ));
     }
     if vcpu.active_traps.push(v).is_err() {
         return Err(format!("{}: exceptions nested too deeply", what()));

@@ -49,7 +49,10 @@ pub enum FrameType {
 impl FrameType {
     /// Whether this type is a page table of some level.
     pub const fn is_page_table(self) -> bool {
-        matches!(self, FrameType::L1 | FrameType::L2 | FrameType::L3 | FrameType::L4)
+        matches!(
+            self,
+            FrameType::L1 | FrameType::L2 | FrameType::L3 | FrameType::L4
+        )
     }
 }
 
@@ -105,7 +108,11 @@ impl<'a> FrameTable<'a> {
     /// [`FrameTable::add_free`] releases RAM into it.
     pub fn new(frames: &'a mut [FrameInfo]) -> FrameTable<'a> {
         frames.fill(FrameInfo::RESERVED);
-        FrameTable { frames, free_head: NO_FRAME, free_count: 0 }
+        FrameTable {
+            frames,
+            free_head: NO_FRAME,
+            free_count: 0,
+        }
     }
 
     /// Number of frames the table describes.
@@ -130,13 +137,19 @@ impl<'a> FrameTable<'a> {
 
     fn get_mut(&mut self, mfn: Mfn) -> Result<&mut FrameInfo, FrameError> {
         let index = usize::try_from(mfn).map_err(|_| FrameError::OutOfRange(mfn))?;
-        self.frames.get_mut(index).ok_or(FrameError::OutOfRange(mfn))
+        self.frames
+            .get_mut(index)
+            .ok_or(FrameError::OutOfRange(mfn))
     }
 
     fn push_free(&mut self, mfn: Mfn) {
         let head = self.free_head;
         if let Ok(f) = self.get_mut(mfn) {
-            *f = FrameInfo { next_free: head, owner: Owner::Free, ..FrameInfo::RESERVED };
+            *f = FrameInfo {
+                next_free: head,
+                owner: Owner::Free,
+                ..FrameInfo::RESERVED
+            };
             self.free_head = mfn as u32;
             self.free_count += 1;
         }
@@ -161,7 +174,11 @@ impl<'a> FrameTable<'a> {
         let mfn = Mfn::from(self.free_head);
         let f = self.get_mut(mfn).ok()?;
         let next = f.next_free;
-        *f = FrameInfo { owner, ref_count: 1, ..FrameInfo::RESERVED };
+        *f = FrameInfo {
+            owner,
+            ref_count: 1,
+            ..FrameInfo::RESERVED
+        };
         self.free_head = next;
         self.free_count -= 1;
         Some(mfn)
@@ -179,7 +196,13 @@ impl<'a> FrameTable<'a> {
     }
 
     /// Sets the type of a frame `owner` holds, with `type_count` uses.
-    pub fn set_type(&mut self, mfn: Mfn, owner: Owner, ftype: FrameType, type_count: u32) -> Result<(), FrameError> {
+    pub fn set_type(
+        &mut self,
+        mfn: Mfn,
+        owner: Owner,
+        ftype: FrameType,
+        type_count: u32,
+    ) -> Result<(), FrameError> {
         let f = self.get_mut(mfn)?;
         if f.owner != owner {
             return Err(FrameError::NotOwner(mfn));
@@ -212,7 +235,11 @@ impl<'a> FrameTable<'a> {
             let Some(f) = self.get(Mfn::from(cur)) else {
                 return Err("free list points outside the table");
             };
-            if f.owner != Owner::Free || f.ftype != FrameType::None || f.ref_count != 0 || f.type_count != 0 {
+            if f.owner != Owner::Free
+                || f.ftype != FrameType::None
+                || f.ref_count != 0
+                || f.type_count != 0
+            {
                 return Err("a frame on the free list is in use");
             }
             n += 1;
@@ -245,7 +272,10 @@ mod tests {
         let a = ft.alloc(Owner::Domain(1)).unwrap();
         assert_eq!(a, 16, "ascending allocation");
         assert_eq!(ft.get(a).unwrap().owner, Owner::Domain(1));
-        assert_eq!(ft.release(a, Owner::Domain(2)), Err(FrameError::NotOwner(a)));
+        assert_eq!(
+            ft.release(a, Owner::Domain(2)),
+            Err(FrameError::NotOwner(a))
+        );
         ft.release(a, Owner::Domain(1)).unwrap();
         assert_eq!(ft.free_count(), 16);
         ft.audit_free_list().unwrap();
@@ -260,7 +290,10 @@ mod tests {
             assert!(ft.alloc(Owner::Hypervisor).is_some());
         }
         assert_eq!(ft.alloc(Owner::Hypervisor), None);
-        assert_eq!(ft.release(100, Owner::Hypervisor), Err(FrameError::OutOfRange(100)));
+        assert_eq!(
+            ft.release(100, Owner::Hypervisor),
+            Err(FrameError::OutOfRange(100))
+        );
         ft.audit_free_list().unwrap();
     }
 

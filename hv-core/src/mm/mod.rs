@@ -3,9 +3,9 @@
 //! direct map through which hv-core reaches any machine address.
 
 pub mod frame_table;
-pub mod pte;
 #[cfg(target_os = "none")]
 pub mod heap;
+pub mod pte;
 pub mod regions;
 
 pub use frame_table::{FrameTable, FrameType, Mfn, Owner};

@@ -80,7 +80,13 @@ mod tests {
         let ram = [Region::new(0x10_0000, 0x1_2000_0000)];
         let reserved = [Region::new(0x40_0000, 0x50_0000)];
         let u = usable(&ram, &reserved, 0x1_0000_0000);
-        assert_eq!(u.as_slice(), &[Region::new(0x10_0000, 0x40_0000), Region::new(0x50_0000, 0x1_0000_0000)]);
+        assert_eq!(
+            u.as_slice(),
+            &[
+                Region::new(0x10_0000, 0x40_0000),
+                Region::new(0x50_0000, 0x1_0000_0000)
+            ]
+        );
     }
 
     #[test]

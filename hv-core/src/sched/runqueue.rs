@@ -12,7 +12,9 @@ pub struct RunQueue<T> {
 
 impl<T: Copy + PartialEq> RunQueue<T> {
     pub const fn new() -> RunQueue<T> {
-        RunQueue { queue: VecDeque::new() }
+        RunQueue {
+            queue: VecDeque::new(),
+        }
     }
 
     /// Queues `id` at the back unless it is already queued.

@@ -59,7 +59,9 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
         let save_slot: *mut u64 = match prev {
             Some(id) => match table.domains.get_mut(&id.domid) {
                 Some(domain) => {
-                    let Some(vcpu) = domain.vcpus.get_mut(id.vcpu as usize) else { return };
+                    let Some(vcpu) = domain.vcpus.get_mut(id.vcpu as usize) else {
+                        return;
+                    };
                     vcpu.fpu.save();
                     domain.cpu_cycles += now.wrapping_sub(vcpu.running_since);
                     &mut vcpu.saved_rsp
@@ -70,10 +72,17 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
         };
         match to {
             Target::Vcpu(id) => {
-                let Some(vcpu) = table.vcpu_mut(id) else { return };
+                let Some(vcpu) = table.vcpu_mut(id) else {
+                    return;
+                };
                 vcpu.fpu.restore();
                 vcpu.running_since = now;
-                (save_slot, vcpu.saved_rsp, Some((id, vcpu.kstack_top(), vcpu.cr3)), vcpu.floor_mode)
+                (
+                    save_slot,
+                    vcpu.saved_rsp,
+                    Some((id, vcpu.kstack_top(), vcpu.cr3)),
+                    vcpu.floor_mode,
+                )
             }
             Target::Idle => {
                 // SAFETY: the idle slot is only touched on this CPU with interrupts off.

@@ -163,6 +163,9 @@ pub fn boot_pml4_phys() -> u64 {
 
 /// Physical range `[start, end)` occupied by the hypervisor image, bss included.
 pub fn image_phys_range() -> (u64, u64) {
-    let (start, end) = (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__bss_end) as u64);
+    let (start, end) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__bss_end) as u64,
+    );
     (start - KERNEL_VMA, end - KERNEL_VMA)
 }

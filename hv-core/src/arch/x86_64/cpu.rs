@@ -7,7 +7,9 @@ use core::arch::asm;
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc only reads the TSC; CR4.TSD is clear so it never faults.
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -19,7 +21,9 @@ pub fn rdtsc() -> u64 {
 #[inline(always)]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller guarantees the port write is sound (obligation 1).
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes a double word to an I/O port.
@@ -29,7 +33,9 @@ pub unsafe fn outb(port: u16, value: u8) {
 #[inline(always)]
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller guarantees the port write is sound (obligation 1).
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a byte from an I/O port.
@@ -40,7 +46,9 @@ pub unsafe fn outl(port: u16, value: u32) {
 pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller guarantees the port read is sound (obligation 1).
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -52,7 +60,9 @@ pub unsafe fn inb(port: u16) -> u8 {
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists (obligation 1).
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -168,7 +178,9 @@ impl FxArea {
     pub fn save(&mut self) {
         // SAFETY: the area is 512 bytes and 16-byte aligned as fxsave64 requires;
         // CR4.OSFXSR is set at boot.
-        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags)) };
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags))
+        };
     }
 
     /// Loads the FPU/SSE state from here.
@@ -176,7 +188,9 @@ impl FxArea {
     pub fn restore(&self) {
         // SAFETY: the area is aligned and holds a state produced by `save` or
         // `initial` (reserved MXCSR bits clear), so fxrstor64 cannot fault.
-        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags)) };
+        unsafe {
+            asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
+        };
     }
 }
 

@@ -77,7 +77,10 @@ struct PerCpuCell(UnsafeCell<PerCpu>);
 // SAFETY: each CPU only touches its own PerCpu, with interrupts disabled.
 unsafe impl Sync for PerCpuCell {}
 
-static BOOT_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu { kstack_top: 0, scratch: 0 }));
+static BOOT_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
+    kstack_top: 0,
+    scratch: 0,
+}));
 
 /// Sets the stack SYSCALL and interrupts from ring 3 switch to.
 pub fn set_kernel_stack(top: u64) {
@@ -273,6 +276,10 @@ pub fn set_syscall_floor(on: bool) {
         fn syscall_entry();
         fn syscall_floor_entry();
     }
-    let target = if on { syscall_floor_entry as *const () as usize } else { syscall_entry as *const () as usize };
+    let target = if on {
+        syscall_floor_entry as *const () as usize
+    } else {
+        syscall_entry as *const () as usize
+    };
     crate::sched::write_lstar(target as u64);
 }

@@ -52,7 +52,13 @@ static TABLES: CpuTables = CpuTables {
 pub fn init() {
     // SAFETY: called once on the boot CPU before anything else uses these
     // tables, so the exclusive references do not alias.
-    let (gdt, tss, ist) = unsafe { (&mut *TABLES.gdt.get(), &mut *TABLES.tss.get(), &mut *TABLES.ist.get()) };
+    let (gdt, tss, ist) = unsafe {
+        (
+            &mut *TABLES.gdt.get(),
+            &mut *TABLES.tss.get(),
+            &mut *TABLES.ist.get(),
+        )
+    };
     for (slot, stack) in ist.iter().enumerate() {
         let top = VirtAddr::from_ptr(stack.0.as_ptr_range().end);
         tss.interrupt_stack_table[slot] = top;

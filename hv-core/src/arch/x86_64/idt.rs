@@ -22,8 +22,15 @@ struct Gate {
 }
 const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
-const GATE_EMPTY: Gate =
-    Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+const GATE_EMPTY: Gate = Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+};
 
 #[repr(C, align(16))]
 struct Idt(UnsafeCell<[Gate; 256]>);
@@ -63,7 +70,12 @@ pub fn init() {
             reserved: 0,
         };
     }
-    let idtr = Idtr { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: IDT.0.get() as u64 };
+    let idtr = Idtr {
+        limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
     // SAFETY: the IDT is a static with 256 valid gates onto the entry stubs.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags))
+    };
 }

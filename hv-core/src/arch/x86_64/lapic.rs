@@ -1,7 +1,7 @@
 //! Local APIC (xAPIC, MMIO through the direct map) and its timer; the legacy
 //! 8259 PICs are masked.
 
-use super::cpu::{outb, rdmsr, msr};
+use super::cpu::{msr, outb, rdmsr};
 use crate::mm::phys_to_virt;
 
 const REG_ID: u64 = 0x20;

@@ -5,6 +5,11 @@
 //! 3. A #PF handler that itself faults: the hypervisor must kill the domain
 //!    ("fault inside its own handler"). Surviving that is an error.
 //!
+//! With `mode=no-handler` it instead removes every handler and executes `ud2`:
+//! the hypervisor must kill it for an exception it cannot deliver.
+//!
+//! It yields between steps so that other domains run in between.
+//!
 //! The faulting sequences put their resume address in rbx; the handlers resume
 //! with `ctx.rip = ctx.rbx`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -14,7 +19,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use hypercall_abi::sched::SHUTDOWN_POWEROFF;
 use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::trap::vector;
-use pv_guest_kit::hypercall::shutdown;
+use pv_guest_kit::hypercall::{sched_yield, shutdown};
 use pv_guest_kit::println;
 use pv_guest_kit::traps::{self, TrapAction, TrapContext};
 
@@ -28,7 +33,16 @@ const HANDLER_FAULT: u64 = 0x0bad_0000;
 /// How many exceptions the resuming handlers caught.
 static CAUGHT: AtomicU64 = AtomicU64::new(0);
 
-fn kmain(_si: &'static StartInfo) {
+fn kmain(si: &'static StartInfo) {
+    let args = pv_guest_kit::cmdline::Args::new(si.cmdline_str());
+    if args.get("mode") == Some("no-handler") {
+        traps::clear_table().expect("set_trap_table refused an empty table");
+        println!("crasher: no handlers left, executing ud2");
+        arch::undefined_instruction();
+        println!("crasher: ERROR still alive");
+        shutdown(SHUTDOWN_POWEROFF);
+    }
+
     // 1. #PF, resumed.
     traps::set_handler(vector::PF, resume_page_fault);
     arch::load_resuming(FIRST_FAULT);
@@ -38,6 +52,7 @@ fn kmain(_si: &'static StartInfo) {
         "the #PF handler did not run"
     );
     println!("crasher: resumed after #PF");
+    sched_yield();
 
     // 2. #DE, resumed.
     traps::set_handler(vector::DE, resume_divide_error);
@@ -48,6 +63,7 @@ fn kmain(_si: &'static StartInfo) {
         "the #DE handler did not run"
     );
     println!("crasher: resumed after #DE");
+    sched_yield();
 
     // 3. A fault inside the #PF handler: the hypervisor kills the domain.
     traps::set_handler(vector::PF, fault_again);
@@ -105,6 +121,12 @@ mod arch {
         }
     }
 
+    /// Executes `ud2`.
+    pub fn undefined_instruction() {
+        // SAFETY: ud2 only raises #UD; it touches no memory or register.
+        unsafe { asm!("ud2", options(nomem, nostack)) };
+    }
+
     /// Divides by zero (`div ecx` with ecx = 0) with rbx = the address after
     /// the `div`, so a #DE handler can resume past it.
     pub fn divide_by_zero_resuming() {
@@ -138,6 +160,10 @@ mod arch {
     }
 
     pub fn divide_by_zero_resuming() {
+        unreachable!("crasher only runs under Paravane")
+    }
+
+    pub fn undefined_instruction() {
         unreachable!("crasher only runs under Paravane")
     }
 }
