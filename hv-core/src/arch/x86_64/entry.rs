@@ -120,6 +120,16 @@ extern "C" {
 
 global_asm!(
     r#"
+    /* Push / pop every general register in TrapFrame order (r15 lowest). */
+    .macro SAVE_GPRS
+    pushq %rax; pushq %rbx; pushq %rcx; pushq %rdx; pushq %rsi; pushq %rdi; pushq %rbp
+    pushq %r8; pushq %r9; pushq %r10; pushq %r11; pushq %r12; pushq %r13; pushq %r14; pushq %r15
+    .endm
+    .macro RESTORE_GPRS
+    popq %r15; popq %r14; popq %r13; popq %r12; popq %r11; popq %r10; popq %r9; popq %r8
+    popq %rbp; popq %rdi; popq %rsi; popq %rdx; popq %rcx; popq %rbx; popq %rax
+    .endm
+
     .text
     .balign 16
     .global trap_stubs
@@ -144,42 +154,14 @@ trap_common:
     testb $3, 24(%rsp)
     jz 1f
     swapgs
-1:  pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+1:  SAVE_GPRS
     movq %rsp, %rdi
     cld
     call {trap_dispatch}
 
     .global trap_exit
 trap_exit:
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    RESTORE_GPRS
     addq $16, %rsp
     testb $3, 8(%rsp)
     jz 2f
@@ -199,21 +181,7 @@ syscall_entry:
     pushq %rcx
     pushq $0
     pushq ${syscall_vector}
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    SAVE_GPRS
     movq %rsp, %rdi
     call {syscall_dispatch}
     /* SYSRET only when it restores exactly the frame: rcx = rip, r11 = rflags. */
@@ -223,21 +191,7 @@ syscall_entry:
     movq {f_rflags}(%rsp), %r11
     cmpq {f_r11}(%rsp), %r11
     jne trap_exit
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    RESTORE_GPRS
     movq 40(%rsp), %rsp
     swapgs
     sysretq
