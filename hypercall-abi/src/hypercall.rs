@@ -67,6 +67,14 @@ hypercall_table! {
     7 => Domctl,
     /// `bench_op(cmd)`: measurement aids for `cargo xtask bench` (HC-18).
     8 => BenchOp,
+    /// `mmu_update(reqs, count, done, progress)`: batched page-table updates (MM-4).
+    9 => MmuUpdate,
+    /// `update_va_mapping(va, val, flags)`: update the L1 entry mapping `va` (MM-5).
+    10 => UpdateVaMapping,
+    /// `mmuext_op(ops, count, done, progress)`: pin, unpin, base pointers, TLB (MM-6).
+    11 => MmuextOp,
+    /// `multicall(calls, count)`: several hypercalls in one entry (HC-20).
+    12 => Multicall,
 }
 
 bitflags! {
@@ -81,6 +89,14 @@ bitflags! {
         const CONSOLE_READ = 1 << 2;
         /// `domctl(DOMCTL_GET_INFO)` is available to capable domains.
         const DOMCTL_GET_INFO = 1 << 3;
+        /// Guest page tables: `mmu_update`, `update_va_mapping`, `mmuext_op` (MM-4..6).
+        const PV_MMU = 1 << 4;
+        /// `multicall` (HC-20).
+        const MULTICALL = 1 << 5;
+        /// Guest user mode: user base pointer, syscall bounce, iret to user (MM-7).
+        const GUEST_USER_MODE = 1 << 6;
+        /// The read-only M2P table at `layout::M2P_VIRT_START` (MM-3).
+        const M2P = 1 << 7;
     }
 }
 

@@ -83,8 +83,11 @@ pub struct StartInfo {
     pub nr_vcpus: u32,
     /// Must be zero.
     pub reserved0: u32,
+    /// Entries in the read-only M2P table at `layout::M2P_VIRT_START` (one
+    /// `u64` pfn per machine frame; `u64::MAX` = not a guest frame). ABI 0.2.
+    pub nr_m2p_entries: u64,
     /// Reserved for additions in later minors; zero.
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 15],
     /// Domain name, NUL-terminated UTF-8.
     pub name: [u8; NAME_SIZE],
     /// Guest command line, NUL-terminated UTF-8.
@@ -109,7 +112,8 @@ const _: () = assert!(core::mem::offset_of!(StartInfo, first_free_pfn) == 112);
 const _: () = assert!(core::mem::offset_of!(StartInfo, stack_top) == 120);
 const _: () = assert!(core::mem::offset_of!(StartInfo, stack_size) == 128);
 const _: () = assert!(core::mem::offset_of!(StartInfo, nr_vcpus) == 136);
-const _: () = assert!(core::mem::offset_of!(StartInfo, reserved) == 144);
+const _: () = assert!(core::mem::offset_of!(StartInfo, nr_m2p_entries) == 144);
+const _: () = assert!(core::mem::offset_of!(StartInfo, reserved) == 152);
 const _: () = assert!(core::mem::offset_of!(StartInfo, name) == 272);
 const _: () = assert!(core::mem::offset_of!(StartInfo, cmdline) == 304);
 

@@ -46,8 +46,12 @@ pub const TRAP_FLAGS_ALL: u8 = TRAP_FLAG_USER_INT;
 /// Frame flag: in an [`ExceptionFrame`], the interrupted context was guest user
 /// mode; in an [`IretContext`], return to guest user mode.
 pub const FRAME_FLAG_USER_MODE: u64 = 1 << 0;
+/// Frame flag, in an [`ExceptionFrame`] only: this is not an exception but a
+/// `syscall` from guest user mode, delivered to the syscall callback (MM-7);
+/// rcx and r11 hold the user's rip and rflags, as SYSCALL leaves them.
+pub const FRAME_FLAG_SYSCALL: u64 = 1 << 1;
 /// All defined frame flag bits.
-pub const FRAME_FLAGS_ALL: u64 = FRAME_FLAG_USER_MODE;
+pub const FRAME_FLAGS_ALL: u64 = FRAME_FLAG_USER_MODE | FRAME_FLAG_SYSCALL;
 
 /// What the hypervisor pushes on the guest kernel stack to deliver an exception,
 /// `[HV]`. The handler is entered with rsp pointing at `error_code`.

@@ -13,8 +13,9 @@ use hypercall_abi::machine::{qemu_status, EXIT_POWEROFF};
 use crate::elf_mutations::{entry_outside, not_elf, overlapping_segments, truncate};
 use crate::{Expect, Image, Kind, Module, Scenario};
 
-/// hv-core command line shared by every scenario.
-const HV_CMDLINE: &str = "loglvl=info";
+/// hv-core command line shared by every scenario; every test boot runs the
+/// frame-table audit (SPEC MM-8).
+const HV_CMDLINE: &str = "loglvl=info audit=1";
 /// QEMU status when the driver domain powers the machine off.
 const POWEROFF: i32 = qemu_status(EXIT_POWEROFF);
 

@@ -15,6 +15,8 @@ use crate::{Expect, Scenario};
 
 /// Substring of the line hv-core prints when it panics.
 pub const PANIC_MARKER: &str = "(hv) PANIC";
+/// hv-core's frame-table audit found a broken invariant (SPEC MM-8): always a failure.
+pub const AUDIT_FAILURE_MARKER: &str = "(hv) error: audit: FAILED";
 
 /// The failure line for a run that did not end by itself (`status == None`).
 pub const DID_NOT_EXIT: &str = "QEMU did not exit by itself (timed out or was killed)";
@@ -66,6 +68,12 @@ pub fn judge(scenario: &Scenario, log: &str, status: Option<i32>) -> Verdict {
 
     if let Some((n, line)) = first_containing(&lines, 0, PANIC_MARKER) {
         failures.push(format!("hv-core panicked (log line {}): {line}", n + 1));
+    }
+    if let Some((n, line)) = first_containing(&lines, 0, AUDIT_FAILURE_MARKER) {
+        failures.push(format!(
+            "the frame-table audit failed (log line {}): {line}",
+            n + 1
+        ));
     }
 
     for expect in scenario.expect {
@@ -273,6 +281,12 @@ mod tests {
 
     #[test]
     fn panic_line_fails_whatever_else_happened() {
+        let audit =
+            format!("{LOG}\n(hv) error: audit: FAILED after a domain ended: frame 0x10: (d) x");
+        assert_eq!(
+            failures(&[], &audit, Some(qemu_status(EXIT_POWEROFF))).len(),
+            1
+        );
         let log = format!("{LOG}\n(hv) PANIC at hv-core/src/mm.rs:10: oops");
         let f = failures(&[Expect::Line("tick")], &log, Some(OK));
         assert_eq!(

@@ -8,9 +8,10 @@ use hypercall_abi::{ABI_MAJOR, ABI_MINOR, PAGE_SIZE};
 
 use super::multiboot::{self, read_c_string, PhysMemory};
 use crate::arch::{boot, cpu, entry, gdt, idt, lapic};
-use crate::domain::{self, FRAMES};
+use crate::domain;
 use crate::loader::cmdline::parse_hv_cmdline;
 use crate::mm::frame_table::FrameInfo;
+use crate::mm::live::{self, FRAMES};
 use crate::mm::regions::{usable, Region};
 use crate::mm::{heap, phys_to_virt, FrameTable, DIRECT_MAP_SIZE};
 
@@ -140,10 +141,14 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         HEAP_SIZE >> 20,
         info.modules.len()
     );
+    let m2p_entries = live::init_m2p(&mut frames, boot::boot_pml4_phys());
     *FRAMES.lock() = Some(frames);
+    live::set_hypervisor_l4(hypervisor_l4_entries());
+    domain::M2P_ENTRIES.call_once(|| m2p_entries);
+    domain::AUDIT.call_once(|| params.audit);
 
     // Domains, one per boot module; the first is the driver domain.
-    let hv_l4 = hypervisor_l4_entries();
+    let hv_l4 = live::hypervisor_l4();
     let mut created = 0;
     for (i, m) in info.modules.iter().enumerate() {
         let mut string_buf = [0u8; 1536];
@@ -164,7 +169,7 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
                 m.range.len() as usize,
             )
         };
-        match domain::create_boot_domain(bytes, string, i == 0, &hv_l4) {
+        match domain::create_boot_domain(bytes, string, i == 0, hv_l4) {
             Ok(_) => created += 1,
             Err(reason) => log::info!("module {} '{name}': refused: {reason}", i + 1),
         }

@@ -68,6 +68,8 @@ pub struct Identity<'a> {
     pub capabilities: Capabilities,
     pub flags: StartFlags,
     pub nr_vcpus: u32,
+    /// Entries of the machine's M2P table.
+    pub nr_m2p_entries: u64,
 }
 
 /// The domain's machine frames.
@@ -203,6 +205,7 @@ pub fn build(
     si.stack_top = layout.stack_top();
     si.stack_size = STACK_PAGES * PAGE_SIZE;
     si.nr_vcpus = who.nr_vcpus;
+    si.nr_m2p_entries = who.nr_m2p_entries;
     copy_c_str::<NAME_SIZE>(&mut si.name, who.name);
     copy_c_str::<CMDLINE_SIZE>(&mut si.cmdline, who.cmdline);
     let si_frame = mem.frame_mut(p2m[layout.start_info_pfn as usize]);

@@ -14,16 +14,16 @@ use hypercall_abi::{DomId, PAGE_SIZE};
 
 use super::build::{self, Frames, GuestFrames, Identity};
 use super::layout;
-use super::table::{
-    Callbacks, Domain, DomainState, KernelStack, TrapEntry, Vcpu, VcpuId, DOMAINS, FRAMES,
-};
+use super::table::{Callbacks, Domain, DomainState, KernelStack, TrapEntry, Vcpu, VcpuId, DOMAINS};
 use crate::arch::cpu::{zero_page, FxArea};
 use crate::arch::entry::TrapFrame;
 use crate::arch::switch::prepare_initial_stack;
 use crate::console::LineBuffer;
 use crate::loader::cmdline::parse_module_cmdline;
 use crate::loader::elf::ElfImage;
-use crate::mm::{mfn_to_virt, FrameType, Mfn, Owner};
+use crate::mm::live::{self, set_m2p, FRAMES};
+use crate::mm::pagetable;
+use crate::mm::{mfn_to_virt, Mfn, Owner};
 
 /// The frames of a domain under construction, reached through the direct map.
 struct DirectMapFrames<'a> {
@@ -82,42 +82,45 @@ pub fn create_boot_domain(
     let layout = layout::compute(image.virt_base(), image.virt_end(), nr_pages)
         .map_err(|e| format!("{e}"))?;
 
-    let mut frames_guard = FRAMES.lock();
-    let Some(frames) = frames_guard.as_mut() else {
-        return Err(String::from("frame table not ready"));
-    };
-    let needed = nr_pages + 1;
-    if frames.free_count() < needed {
-        return Err(format!(
-            "not enough memory: wants {} MiB, {} MiB free",
-            params.mem_bytes >> 20,
-            (frames.free_count() * PAGE_SIZE) >> 20
-        ));
-    }
     let mut table = DOMAINS.lock();
     let domid = if driver { 0 } else { table.next_domid.max(1) };
     let owner = Owner::Domain(domid);
-
+    let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_count());
+    if free < nr_pages + 1 {
+        return Err(format!(
+            "not enough memory: wants {} MiB, {} MiB free",
+            params.mem_bytes >> 20,
+            (free * PAGE_SIZE) >> 20
+        ));
+    }
     let mut p2m: Vec<Mfn> = Vec::new();
     if p2m.try_reserve_exact(nr_pages as usize).is_err() {
         return Err(String::from("out of hypervisor heap for the P2M"));
     }
-    for _ in 0..nr_pages {
-        // Free frames were counted above; with the lock held none can vanish.
-        let Some(mfn) = frames.alloc(owner) else {
-            break;
+    let shared_info_mfn = {
+        let mut frames_guard = FRAMES.lock();
+        let Some(frames) = frames_guard.as_mut() else {
+            return Err(String::from("frame table not ready"));
         };
-        p2m.push(mfn);
-    }
-    let shared_info_mfn = frames.alloc(owner);
-    let Some(shared_info_mfn) = shared_info_mfn.filter(|_| p2m.len() as u64 == nr_pages) else {
-        for &mfn in &p2m {
-            let _ = frames.release(mfn, owner);
+        if frames.free_count() < nr_pages + 1 {
+            return Err(format!(
+                "not enough memory: wants {} MiB, {} MiB free",
+                params.mem_bytes >> 20,
+                (frames.free_count() * PAGE_SIZE) >> 20
+            ));
         }
-        if let Some(m) = shared_info_mfn {
-            let _ = frames.release(m, owner);
+        // Free frames were counted above; with the lock held none can vanish.
+        p2m.extend((0..nr_pages).map_while(|_| frames.alloc(owner)));
+        let shared_info_mfn = frames.alloc(owner);
+        match shared_info_mfn.filter(|_| p2m.len() as u64 == nr_pages) {
+            Some(mfn) => mfn,
+            None => {
+                for &mfn in p2m.iter().chain(shared_info_mfn.iter()) {
+                    let _ = frames.release(mfn, owner);
+                }
+                return Err(String::from("frame allocation failed"));
+            }
         }
-        return Err(String::from("frame allocation failed"));
     };
     for &mfn in p2m.iter().chain(core::iter::once(&shared_info_mfn)) {
         // SAFETY: each frame was just allocated to this domain and is mapped by
@@ -125,25 +128,8 @@ pub fn create_boot_domain(
         unsafe { zero_page(mfn_to_virt(mfn)) };
     }
     for (pfn, &mfn) in p2m.iter().enumerate() {
-        let pfn = pfn as u64;
-        let ftype = if pfn == layout.pt_pfn {
-            FrameType::L4
-        } else if pfn <= layout.pt_pfn + layout.nr_l3 && pfn > layout.pt_pfn {
-            FrameType::L3
-        } else if pfn <= layout.pt_pfn + layout.nr_l3 + layout.nr_l2 && pfn > layout.pt_pfn {
-            FrameType::L2
-        } else if layout.is_pt_pfn(pfn) {
-            FrameType::L1
-        } else {
-            FrameType::Writable
-        };
-        let _ = frames.set_type(mfn, owner, ftype, 1);
-        if ftype == FrameType::L4 {
-            let _ = frames.set_pinned(mfn, owner, true);
-        }
+        set_m2p(mfn, pfn as u64);
     }
-    let _ = frames.set_type(shared_info_mfn, owner, FrameType::Writable, 1);
-    drop(frames_guard);
 
     let capabilities = if driver {
         Capabilities::CONSOLE_READ | Capabilities::DOMAIN_QUERY | Capabilities::MACHINE_POWER
@@ -162,6 +148,7 @@ pub fn create_boot_domain(
         capabilities,
         flags,
         nr_vcpus: 1,
+        nr_m2p_entries: M2P_ENTRIES.get().copied().unwrap_or(0),
     };
     let entry = {
         let frames_spec = Frames {
@@ -176,12 +163,34 @@ pub fn create_boot_domain(
         build::build(&mut mem, &image, hc_page, &layout, &who, &frames_spec)
     };
 
+    // Validate the start-of-day address space: pin the L4 (which types every
+    // table and page under it, MM-2) and make it the kernel base pointer.
+    let l4_mfn = entry.cr3 >> 12;
+    let validated = live::with_page_tables(|pt| {
+        pt.pin(l4_mfn, 4, domid)?;
+        pt.get_baseptr(l4_mfn, domid)
+    });
+    if !matches!(validated, Some(Ok(()))) {
+        let mut frames_guard = FRAMES.lock();
+        if let Some(frames) = frames_guard.as_mut() {
+            for &mfn in p2m.iter().chain(core::iter::once(&shared_info_mfn)) {
+                set_m2p(mfn, live::M2P_INVALID);
+                let _ = frames.release(mfn, owner);
+            }
+        }
+        return Err(format!(
+            "its start-of-day page tables failed validation ({validated:?})"
+        ));
+    }
+
     let kstack: Box<KernelStack> = Box::new(KernelStack([0; super::table::KSTACK_SIZE]));
     let mut vcpu = Box::new(Vcpu {
         id: VcpuId { domid, vcpu: 0 },
         saved_rsp: 0,
         kstack,
-        cr3: entry.cr3,
+        kernel_l4: l4_mfn,
+        user_l4: None,
+        user_mode: false,
         fpu: FxArea::initial(),
         traps: [TrapEntry::default(); TRAP_VECTORS],
         kernel_sp: 0,
@@ -264,5 +273,34 @@ pub fn reap_dead_domains() {
                 frames.free_count()
             );
         }
+    }
+    drop(table);
+    audit_frames("after a domain ended");
+}
+
+/// Entries of the M2P table (set at boot).
+pub static M2P_ENTRIES: spin::Once<u64> = spin::Once::new();
+
+/// Whether the frame-table audit runs (hv-core's `audit=1`, SPEC MM-8).
+pub static AUDIT: spin::Once<bool> = spin::Once::new();
+
+/// Checks MM-2 (a)–(d) for every live domain and the free list; logs the
+/// outcome. A no-op unless `audit=1`.
+pub fn audit_frames(when: &str) {
+    if !AUDIT.get().copied().unwrap_or(false) {
+        return;
+    }
+    let table = DOMAINS.lock();
+    let baseptrs = table.base_pointers();
+    let frames_guard = FRAMES.lock();
+    let Some(frames) = frames_guard.as_ref() else {
+        return;
+    };
+    match pagetable::audit(frames, &live::DirectTables, &baseptrs) {
+        Ok(n) => log::info!(
+            "audit: ok ({n} frames checked, {} free) {when}",
+            frames.free_count()
+        ),
+        Err(e) => log::error!("audit: FAILED {when}: frame {:#x}: {}", e.mfn, e.what),
     }
 }

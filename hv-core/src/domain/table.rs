@@ -53,8 +53,12 @@ pub struct Vcpu {
     /// Hypervisor stack pointer while parked in `switch`.
     pub saved_rsp: u64,
     pub kstack: Box<KernelStack>,
-    /// Machine address of the L4 this vCPU runs on.
-    pub cr3: u64,
+    /// The kernel base pointer (L4 mfn; holds a base-pointer reference).
+    pub kernel_l4: Mfn,
+    /// The user base pointer, if any (holds a base-pointer reference).
+    pub user_l4: Option<Mfn>,
+    /// In guest user mode (on `user_l4`), else kernel mode (on `kernel_l4`).
+    pub user_mode: bool,
     pub fpu: FxArea,
     pub traps: [TrapEntry; TRAP_VECTORS],
     /// Guest kernel stack for traps taken in guest user mode (`stack_switch`).
@@ -70,6 +74,14 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// The CR3 value for the vCPU's current mode.
+    pub fn active_cr3(&self) -> u64 {
+        match (self.user_mode, self.user_l4) {
+            (true, Some(user)) => user << 12,
+            _ => self.kernel_l4 << 12,
+        }
+    }
+
     /// Top of the hypervisor stack.
     pub fn kstack_top(&self) -> u64 {
         self.kstack.0.as_ptr_range().end as u64
@@ -122,6 +134,27 @@ pub struct DomainTable {
 }
 
 impl DomainTable {
+    /// Every base pointer of every vCPU (one item per reference), for the audit.
+    pub fn base_pointers(&self) -> Vec<Mfn> {
+        let mut out = Vec::new();
+        for d in self.domains.values() {
+            for v in &d.vcpus {
+                out.push(v.kernel_l4);
+                out.extend(v.user_l4);
+            }
+        }
+        out
+    }
+
+    /// Whether `mfn` is a base pointer of any vCPU of `domid`.
+    pub fn is_base_pointer(&self, domid: DomId, mfn: Mfn) -> bool {
+        self.domains.get(&domid).is_some_and(|d| {
+            d.vcpus
+                .iter()
+                .any(|v| v.kernel_l4 == mfn || v.user_l4 == Some(mfn))
+        })
+    }
+
     pub fn vcpu_mut(&mut self, id: VcpuId) -> Option<&mut Vcpu> {
         self.domains
             .get_mut(&id.domid)?
@@ -136,9 +169,6 @@ pub static DOMAINS: spin::Mutex<DomainTable> = spin::Mutex::new(DomainTable {
     domains: BTreeMap::new(),
     next_domid: 0,
 });
-
-/// The frame table (set up at boot).
-pub static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
 
 /// Returns every frame of `domain` to the free pool; returns how many.
 pub fn release_frames(frames: &mut FrameTable<'static>, domain: &Domain) -> u64 {

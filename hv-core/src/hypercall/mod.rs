@@ -4,6 +4,8 @@
 
 mod console;
 mod domctl;
+mod mm;
+mod multicall;
 mod sched_op;
 mod traps;
 mod version;
@@ -13,7 +15,7 @@ use hypercall_abi::{Errno, Hypercall};
 use crate::arch::entry::TrapFrame;
 
 pub use sched_op::{crash_current, shutdown_current};
-pub use traps::{bounce_exception, guest_insn_bytes};
+pub use traps::{bounce_exception, guest_insn_bytes, user_syscall};
 
 type Handler = fn(&mut TrapFrame);
 
@@ -46,6 +48,34 @@ const fn handler_for(h: Hypercall) -> Handler {
         },
         Hypercall::Domctl => |f| set_result(f, domctl::domctl(f.rdi, f.rsi, f.rdx)),
         Hypercall::BenchOp => |f| set_result(f, version::bench_op(f.rdi)),
+        Hypercall::MmuUpdate => |f| {
+            let flow = mm::mmu_update(f, true);
+            finish(f, flow)
+        },
+        Hypercall::UpdateVaMapping => |f| set_result(f, mm::update_va_mapping(f.rdi, f.rsi, f.rdx)),
+        Hypercall::MmuextOp => |f| {
+            let flow = mm::mmuext_op(f, true);
+            finish(f, flow)
+        },
+        Hypercall::Multicall => |f| {
+            let flow = multicall::multicall(f);
+            finish(f, flow)
+        },
+    }
+}
+
+/// How a batched hypercall ended this entry into the hypervisor.
+pub enum Flow {
+    /// Finished with this result.
+    Done(Result<u64, Errno>),
+    /// The frame was set up to re-enter the hypercall (a continuation); it
+    /// must not be touched.
+    Continued,
+}
+
+fn finish(frame: &mut TrapFrame, flow: Flow) {
+    if let Flow::Done(result) = flow {
+        set_result(frame, result);
     }
 }
 

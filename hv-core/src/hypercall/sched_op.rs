@@ -42,6 +42,7 @@ fn end_current(state: DomainState, what: &str, machine_code: u32) {
         domain.capabilities.contains(Capabilities::MACHINE_POWER)
     };
     if power {
+        crate::domain::audit_frames("before power off");
         log::info!("power off: the driver domain ended");
         crate::machine::exit(machine_code);
     }

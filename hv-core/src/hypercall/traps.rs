@@ -5,15 +5,18 @@ use alloc::string::String;
 
 use hypercall_abi::layout::{is_guest_address, GUEST_CS, GUEST_RFLAGS_MASK, GUEST_SS, RFLAGS_IF};
 use hypercall_abi::trap::{
-    vector, ExceptionFrame, IretContext, TrapInfo, FRAME_FLAGS_ALL, FRAME_FLAG_USER_MODE,
-    TRAP_FLAGS_ALL, TRAP_TABLE_MAX, TRAP_VECTORS,
+    vector, ExceptionFrame, IretContext, TrapInfo, FRAME_FLAGS_ALL, FRAME_FLAG_SYSCALL,
+    FRAME_FLAG_USER_MODE, TRAP_FLAGS_ALL, TRAP_TABLE_MAX, TRAP_VECTORS,
 };
 use hypercall_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
 
+use crate::arch::cpu::write_cr3;
+use crate::arch::entry::set_guest_user_mode;
 use crate::arch::entry::TrapFrame;
 use crate::domain::{Callbacks, TrapEntry, Vcpu, DOMAINS};
 use crate::guest_memory::{copy_from_guest, read_obj, write_obj, GuestRange};
+use crate::hypercall::crash_current;
 use crate::sched;
 
 /// RFLAGS.DF: cleared on entry to a handler, as the SysV ABI expects.
@@ -99,10 +102,15 @@ pub fn iret(frame: &mut TrapFrame) -> Result<(), Errno> {
     if ctx.flags & !FRAME_FLAGS_ALL != 0 || !is_guest_address(ctx.rip) {
         return Err(Errno::EINVAL);
     }
-    if ctx.flags & FRAME_FLAG_USER_MODE != 0 {
-        // Guest user mode arrives with the PV memory ABI.
-        return Err(Errno::EINVAL);
-    }
+    let to_user = ctx.flags & FRAME_FLAG_USER_MODE != 0;
+    let id = sched::current().ok_or(Errno::EINVAL)?;
+    let mut table = DOMAINS.lock();
+    let vcpu = table.vcpu_mut(id).ok_or(Errno::ESRCH)?;
+    let user_l4 = match (to_user, vcpu.user_l4) {
+        (true, None) => return Err(Errno::EINVAL),
+        (true, Some(l4)) => Some(l4),
+        (false, _) => None,
+    };
     frame.rax = ctx.rax;
     frame.r11 = ctx.r11;
     frame.rcx = ctx.rcx;
@@ -111,59 +119,133 @@ pub fn iret(frame: &mut TrapFrame) -> Result<(), Errno> {
     frame.rflags = guest_rflags(ctx.rflags);
     frame.rsp = ctx.rsp;
     frame.ss = GUEST_SS;
-    with_current_vcpu(|vcpu| {
+    if let Some(l4) = user_l4 {
+        // Entering user mode: no kernel handler is running any more (MM-7).
+        vcpu.active_traps.clear();
+        vcpu.user_mode = true;
+        set_guest_user_mode(true);
+        // SAFETY: the user L4 holds a base-pointer reference, so it is a
+        // validated L4 carrying the hypervisor's slots.
+        unsafe { write_cr3(l4 << 12) };
+    } else {
         vcpu.active_traps.pop();
-    })?;
+    }
     Ok(())
 }
 
-/// Delivers exception `frame.vector` to the current vCPU's handler (HC-13).
-/// `Err` carries the reason the domain must be crashed instead.
-pub fn bounce_exception(frame: &mut TrapFrame, cr2: u64) -> Result<(), String> {
-    let v = frame.vector as u8;
-    let name = vector::name(v);
-    let what = || {
-        format!(
-            "{name} at rip={:#x} rsp={:#x} error={:#x} cr2={cr2:#x}",
-            frame.rip, frame.rsp, frame.error_code
-        )
+/// Enters guest kernel code at `handler` with an `ExceptionFrame` describing
+/// the interrupted context: on the interrupted stack in kernel mode, on the
+/// `stack_switch` stack (after switching to kernel mode) in user mode.
+fn deliver(
+    vcpu: &mut Vcpu,
+    frame: &mut TrapFrame,
+    handler: u64,
+    exception: Option<u8>,
+    cr2: u64,
+) -> Result<(), String> {
+    let from_user = vcpu.user_mode;
+    let mut flags = 0;
+    let base = if from_user {
+        if vcpu.kernel_sp == 0 {
+            return Err(String::from(
+                "trap from user mode with no kernel stack (stack_switch)",
+            ));
+        }
+        flags |= FRAME_FLAG_USER_MODE;
+        // Kernel mode first: the kernel stack is in the kernel's address space.
+        vcpu.user_mode = false;
+        vcpu.active_traps.clear();
+        set_guest_user_mode(false);
+        // SAFETY: the kernel L4 holds a base-pointer reference (validated).
+        unsafe { write_cr3(vcpu.active_cr3()) };
+        vcpu.kernel_sp
+    } else {
+        frame.rsp
     };
-    let id = sched::current().ok_or_else(|| String::from("no current vCPU"))?;
-    let mut table = DOMAINS.lock();
-    let vcpu = table
-        .vcpu_mut(id)
-        .ok_or_else(|| String::from("vCPU vanished"))?;
-    let handler = vcpu.traps.get(usize::from(v)).map_or(0, |t| t.address);
-    if handler == 0 {
-        return Err(format!("{} with no handler registered", what()));
+    if exception.is_none() {
+        flags |= FRAME_FLAG_SYSCALL;
     }
-    if vcpu.active_traps.contains(&v) {
-        return Err(format!("{} inside its own {name} handler", what()));
-    }
-    let sp = (frame.rsp & !15).wrapping_sub(core::mem::size_of::<ExceptionFrame>() as u64);
-    let exception = ExceptionFrame {
+    let sp = (base & !15).wrapping_sub(core::mem::size_of::<ExceptionFrame>() as u64);
+    let record = ExceptionFrame {
         error_code: frame.error_code,
         cr2,
-        flags: 0,
+        flags,
         rip: frame.rip,
         cs: GUEST_CS,
         rflags: frame.rflags,
         rsp: frame.rsp,
         ss: GUEST_SS,
     };
-    if write_obj(sp, &exception).is_err() {
+    if write_obj(sp, &record).is_err() {
         return Err(format!(
-            "{}: its stack is not writable, cannot deliver",
-            what()
+            "its kernel stack at {sp:#x} is not writable, cannot deliver"
         ));
     }
-    if vcpu.active_traps.push(v).is_err() {
-        return Err(format!("{}: exceptions nested too deeply", what()));
+    if let Some(v) = exception {
+        if vcpu.active_traps.push(v).is_err() {
+            return Err(String::from("exceptions nested too deeply"));
+        }
     }
     frame.rsp = sp;
     frame.rip = handler;
     frame.rflags = guest_rflags(frame.rflags & !RFLAGS_DF);
     Ok(())
+}
+
+/// Delivers exception `frame.vector` to the current vCPU's handler (HC-13,
+/// MM-7). `Err` carries the reason the domain must be crashed instead.
+pub fn bounce_exception(frame: &mut TrapFrame, cr2: u64) -> Result<(), String> {
+    let v = frame.vector as u8;
+    let name = vector::name(v);
+    let what = format!(
+        "{name} at rip={:#x} rsp={:#x} error={:#x} cr2={cr2:#x}",
+        frame.rip, frame.rsp, frame.error_code
+    );
+    let id = sched::current().ok_or_else(|| String::from("no current vCPU"))?;
+    let mut table = DOMAINS.lock();
+    let vcpu = table
+        .vcpu_mut(id)
+        .ok_or_else(|| String::from("vCPU vanished"))?;
+    let handler = vcpu.traps.get(usize::from(v)).map_or(0, |t| t.address);
+    let mode = if vcpu.user_mode { " in user mode" } else { "" };
+    if handler == 0 {
+        return Err(format!("{what}{mode} with no handler registered"));
+    }
+    if !vcpu.user_mode && vcpu.active_traps.contains(&v) {
+        return Err(format!("{what} inside its own {name} handler"));
+    }
+    deliver(vcpu, frame, handler, Some(v), cr2).map_err(|why| format!("{what}{mode}: {why}"))
+}
+
+/// A SYSCALL from guest user mode (MM-7): entered by the SYSCALL path instead
+/// of the hypercall dispatcher while the vCPU is in user mode.
+pub extern "C" fn user_syscall(frame: &mut TrapFrame) {
+    let delivered = (|| {
+        let id = sched::current().ok_or_else(|| String::from("no current vCPU"))?;
+        let mut table = DOMAINS.lock();
+        let vcpu = table
+            .vcpu_mut(id)
+            .ok_or_else(|| String::from("vCPU vanished"))?;
+        match vcpu.callbacks.syscall {
+            0 => Ok(false),
+            callback => deliver(vcpu, frame, callback, None, 0)
+                .map(|()| true)
+                .map_err(|why| format!("syscall in user mode at rip={:#x}: {why}", frame.rip)),
+        }
+    })();
+    let outcome = match delivered {
+        Ok(true) => Ok(()),
+        // No syscall callback: the instruction is undefined for this guest.
+        Ok(false) => {
+            frame.vector = u64::from(vector::UD);
+            frame.error_code = 0;
+            bounce_exception(frame, 0)
+        }
+        Err(why) => Err(why),
+    };
+    if let Err(reason) = outcome {
+        crash_current(&reason);
+    }
 }
 
 /// Reads the two bytes at the guest's rip, if it can.

@@ -346,6 +346,9 @@ pub struct HvParams {
     pub log_level: log::LevelFilter,
     /// `timeslice_us=` (100 to 1 000 000): the scheduler's time slice.
     pub timeslice_us: u32,
+    /// `audit=0|1`: check the frame table against every page table after each
+    /// domain ends and before power-off (SPEC MM-8).
+    pub audit: bool,
 }
 
 impl Default for HvParams {
@@ -353,6 +356,7 @@ impl Default for HvParams {
         Self {
             log_level: log::LevelFilter::Info,
             timeslice_us: 10_000,
+            audit: false,
         }
     }
 }
@@ -418,10 +422,22 @@ pub fn parse_hv_cmdline(s: &str) -> (HvParams, heapless::Vec<HvParamWarning<'_>,
                     value,
                 }),
             },
-            None if matches!(token, "loglvl" | "timeslice_us") => Some(HvParamWarning::BadValue {
-                key: token,
-                value: "",
-            }),
+            Some(("audit", value)) => match value {
+                "0" | "1" => {
+                    params.audit = value == "1";
+                    None
+                }
+                _ => Some(HvParamWarning::BadValue {
+                    key: "audit",
+                    value,
+                }),
+            },
+            None if matches!(token, "loglvl" | "timeslice_us" | "audit") => {
+                Some(HvParamWarning::BadValue {
+                    key: token,
+                    value: "",
+                })
+            }
             _ => Some(HvParamWarning::UnknownOption(token)),
         };
         if let Some(warning) = warning {
@@ -685,6 +701,9 @@ mod tests {
         }
         assert_eq!(HvParams::default().log_level, log::LevelFilter::Info);
         assert_eq!(HvParams::default().timeslice_us, 10_000);
+        assert!(!HvParams::default().audit);
+        assert!(parse_hv_cmdline("hv audit=1").0.audit);
+        assert_eq!(parse_hv_cmdline("hv audit=yes").1.len(), 1);
     }
 
     #[test]

@@ -54,6 +54,27 @@ impl FrameType {
             FrameType::L1 | FrameType::L2 | FrameType::L3 | FrameType::L4
         )
     }
+
+    /// The page-table type of `level` (1..=4).
+    pub const fn table(level: u32) -> FrameType {
+        match level {
+            1 => FrameType::L1,
+            2 => FrameType::L2,
+            3 => FrameType::L3,
+            _ => FrameType::L4,
+        }
+    }
+
+    /// The level of a page-table type.
+    pub const fn level(self) -> Option<u32> {
+        match self {
+            FrameType::L1 => Some(1),
+            FrameType::L2 => Some(2),
+            FrameType::L3 => Some(3),
+            FrameType::L4 => Some(4),
+            _ => None,
+        }
+    }
 }
 
 /// Per-frame state.
@@ -133,6 +154,16 @@ impl<'a> FrameTable<'a> {
     /// The state of `mfn`, if the table covers it.
     pub fn get(&self, mfn: Mfn) -> Option<&FrameInfo> {
         self.frames.get(usize::try_from(mfn).ok()?)
+    }
+
+    /// Mutable state of `mfn`, if the table covers it.
+    pub fn frame_mut(&mut self, mfn: Mfn) -> Option<&mut FrameInfo> {
+        self.frames.get_mut(usize::try_from(mfn).ok()?)
+    }
+
+    /// Every frame's state, indexed by mfn.
+    pub fn frames(&self) -> &[FrameInfo] {
+        self.frames
     }
 
     fn get_mut(&mut self, mfn: Mfn) -> Result<&mut FrameInfo, FrameError> {

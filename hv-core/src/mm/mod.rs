@@ -5,6 +5,9 @@
 pub mod frame_table;
 #[cfg(target_os = "none")]
 pub mod heap;
+#[cfg(target_os = "none")]
+pub mod live;
+pub mod pagetable;
 pub mod pte;
 pub mod regions;
 

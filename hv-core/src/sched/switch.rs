@@ -80,7 +80,7 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
                 (
                     save_slot,
                     vcpu.saved_rsp,
-                    Some((id, vcpu.kstack_top(), vcpu.cr3)),
+                    Some((id, vcpu.kstack_top(), vcpu.active_cr3(), vcpu.user_mode)),
                     vcpu.floor_mode,
                 )
             }
@@ -90,8 +90,9 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
             }
         }
     };
-    if let Some((id, top, cr3)) = next {
+    if let Some((id, top, cr3, user_mode)) = next {
         set_kernel_stack(top);
+        entry::set_guest_user_mode(user_mode);
         if read_cr3() != cr3 {
             // SAFETY: every guest L4 carries the hypervisor's reserved slots, copied
             // from the boot L4 when it was built.
@@ -148,6 +149,7 @@ pub fn run_idle() -> ! {
             continue;
         }
         if DOMAINS.lock().domains.is_empty() {
+            crate::domain::audit_frames("before power off");
             log::info!("power off: no domains left");
             crate::machine::exit(EXIT_POWEROFF);
         }

@@ -207,3 +207,18 @@ pub unsafe fn zero_page(va: u64) {
              options(nostack, preserves_flags))
     };
 }
+
+/// Copies the 4 KiB page at `src` to `dst`.
+///
+/// # Safety
+/// 1. Both must be page aligned and mapped, `src` readable, `dst` writable and
+///    not in use by anyone who would be hurt by its contents changing; they
+///    must not overlap.
+pub unsafe fn copy_page(dst: u64, src: u64) {
+    // SAFETY: the caller guarantees both pages (obligation 1); rep movsq moves
+    // exactly 512 quadwords upwards (DF is clear).
+    unsafe {
+        asm!("rep movsq", inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") 512u64 => _,
+             options(nostack, preserves_flags))
+    };
+}

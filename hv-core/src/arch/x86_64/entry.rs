@@ -71,6 +71,9 @@ pub struct PerCpu {
     pub kstack_top: u64,
     /// Guest rsp parked by the SYSCALL entry while it switches stacks.
     pub scratch: u64,
+    /// Non-zero while the running vCPU is in guest user mode: its SYSCALL is a
+    /// user system call for the guest kernel, not a hypercall (MM-7).
+    pub user_mode: u64,
 }
 
 struct PerCpuCell(UnsafeCell<PerCpu>);
@@ -80,6 +83,7 @@ unsafe impl Sync for PerCpuCell {}
 static BOOT_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
     kstack_top: 0,
     scratch: 0,
+    user_mode: 0,
 }));
 
 /// Sets the stack SYSCALL and interrupts from ring 3 switch to.
@@ -88,6 +92,13 @@ pub fn set_kernel_stack(top: u64) {
     // SYSCALL entry reads it only when a guest runs, i.e. not now.
     unsafe { (*BOOT_CPU.0.get()).kstack_top = top };
     super::gdt::set_kernel_stack(top);
+}
+
+/// Records whether the running vCPU is in guest user mode (read by the
+/// SYSCALL entry).
+pub fn set_guest_user_mode(on: bool) {
+    // SAFETY: a plain store to this CPU's PerCpu with interrupts disabled.
+    unsafe { (*BOOT_CPU.0.get()).user_mode = u64::from(on) };
 }
 
 /// Programs SYSCALL and the GS bases. Call once, at boot, after `gdt::init`.
@@ -183,7 +194,10 @@ syscall_entry:
     pushq ${syscall_vector}
     SAVE_GPRS
     movq %rsp, %rdi
+    cmpq $0, %gs:{user_mode}
+    jne user_syscall
     call {syscall_dispatch}
+syscall_exit:
     /* SYSRET only when it restores exactly the frame: rcx = rip, r11 = rflags. */
     movq {f_rip}(%rsp), %rcx
     cmpq {f_rcx}(%rsp), %rcx
@@ -195,9 +209,16 @@ syscall_entry:
     movq 40(%rsp), %rsp
     swapgs
     sysretq
+
+    /* A SYSCALL from guest user mode: delivered to the guest kernel. */
+user_syscall:
+    call {user_syscall}
+    jmp syscall_exit
 "#,
     trap_dispatch = sym crate::trap::trap_dispatch,
     syscall_dispatch = sym crate::hypercall::syscall_dispatch,
+    user_syscall = sym crate::hypercall::user_syscall,
+    user_mode = const offset_of!(PerCpu, user_mode),
     scratch = const offset_of!(PerCpu, scratch),
     kstack_top = const offset_of!(PerCpu, kstack_top),
     guest_ss = const GUEST_SS,
