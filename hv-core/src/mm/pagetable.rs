@@ -166,7 +166,14 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
 
     fn validate(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Result<(), MmError> {
         if level == 4 {
-            for &(slot, value) in self.hv_l4 {
+            // Every hypervisor slot gets the hypervisor's entry, or nothing:
+            // whatever the guest left there is never used (MM-1b).
+            for slot in (0..ENTRIES).filter(|&slot| is_hv_l4_slot(slot)) {
+                let value = self
+                    .hv_l4
+                    .iter()
+                    .find(|&&(s, _)| s == slot)
+                    .map_or(0, |&(_, v)| v);
                 self.mem.write_entry(mfn, slot, value);
             }
         }
@@ -602,11 +609,22 @@ mod tests {
             hv_l4: &HV_L4,
             stale_writable: &mut stale,
         };
+        // Whatever the guest wrote in hypervisor slots is replaced.
+        pt.mem.tables[4][257] = (6 << 12) | pte::P | pte::RW;
+        pt.mem.tables[4][511] = (1 << 12) | pte::P | pte::RW;
         pt.pin(4, 4, 1).unwrap();
         assert_eq!(
             pt.mem.tables[4][262],
             0x1000 | 3,
             "hypervisor slot filled at validation"
+        );
+        assert_eq!(
+            pt.mem.tables[4][257], 0,
+            "guest value in a hypervisor slot survived"
+        );
+        assert_eq!(
+            pt.mem.tables[4][511], 0,
+            "guest value in a hypervisor slot survived"
         );
         let self_ref = (4u64 << 12) | pte::P | pte::RW;
         assert_eq!(pt.update_entry(4, 300, self_ref, 1), Err(MmError::Busy));
