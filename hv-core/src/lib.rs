@@ -14,6 +14,7 @@ pub mod arch;
 pub mod boot;
 pub mod console;
 pub mod domain;
+pub mod event;
 pub mod guest_memory;
 #[cfg(target_os = "none")]
 pub mod hypercall;

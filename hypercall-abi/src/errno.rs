@@ -33,6 +33,8 @@ impl Errno {
     pub const EEXIST: Errno = Errno(17);
     /// Invalid argument.
     pub const EINVAL: Errno = Errno(22);
+    /// No space left (e.g. every event-channel port in use).
+    pub const ENOSPC: Errno = Errno(28);
     /// Numerical result out of range.
     pub const ERANGE: Errno = Errno(34);
     /// Unknown hypercall or sub-operation.
@@ -69,6 +71,7 @@ impl Errno {
             16 => "EBUSY",
             17 => "EEXIST",
             22 => "EINVAL",
+            28 => "ENOSPC",
             34 => "ERANGE",
             38 => "ENOSYS",
             _ => return None,

@@ -75,6 +75,8 @@ hypercall_table! {
     11 => MmuextOp,
     /// `multicall(calls, count)`: several hypercalls in one entry (HC-20).
     12 => Multicall,
+    /// `evtchn_op(cmd, arg)`: event channels (EVT-*).
+    13 => EvtchnOp,
 }
 
 bitflags! {
@@ -97,6 +99,8 @@ bitflags! {
         const GUEST_USER_MODE = 1 << 6;
         /// The read-only M2P table at `layout::M2P_VIRT_START` (MM-3).
         const M2P = 1 << 7;
+        /// Event channels, upcalls, `sched_op` block and poll (EVT-*).
+        const EVTCHN = 1 << 8;
     }
 }
 

@@ -197,6 +197,8 @@ pub fn create_boot_domain(
         callbacks: Callbacks::default(),
         active_traps: heapless::Vec::new(),
         floor_mode: false,
+        blocked: false,
+        polling: heapless::Vec::new(),
         running_since: 0,
     });
     let frame = TrapFrame {
@@ -230,6 +232,7 @@ pub fn create_boot_domain(
     );
     table.next_domid = domid + 1;
     drop(table);
+    crate::event::delivery::EVENTS.lock().add_domain(domid);
     crate::sched::make_runnable(VcpuId { domid, vcpu: 0 });
     log::info!(
         "d{domid} '{}': created: {} MiB, 1 vCPU, image {:#x}..{:#x}, entry {:#x}, ABI {}.{}",
@@ -263,6 +266,7 @@ pub fn reap_dead_domains() {
         let Some(mut domain) = table.domains.remove(&domid) else {
             continue;
         };
+        crate::event::delivery::EVENTS.lock().remove_domain(domid);
         domain.flush_console();
         let mut frames_guard = FRAMES.lock();
         if let Some(frames) = frames_guard.as_mut() {

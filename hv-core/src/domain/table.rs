@@ -69,6 +69,10 @@ pub struct Vcpu {
     pub active_traps: heapless::Vec<u8, 4>,
     /// In syscall-floor mode (`bench_op`).
     pub floor_mode: bool,
+    /// Blocked in `sched_op(block)` or `sched_op(poll)`, not runnable.
+    pub blocked: bool,
+    /// The ports a `sched_op(poll)` waits on (empty for `block`).
+    pub polling: heapless::Vec<u32, 8>,
     /// TSC when this vCPU last started running.
     pub running_since: u64,
 }
@@ -114,6 +118,12 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Direct-map address of vCPU `vcpu`'s `VcpuInfo` in the shared_info page.
+    pub fn vcpu_info_va(&self, vcpu: u32) -> u64 {
+        let slot = u64::from(vcpu.min(hypercall_abi::shared_info::MAX_VIRT_CPUS as u32 - 1));
+        crate::mm::mfn_to_virt(self.shared_info_mfn) + slot * 64
+    }
+
     /// Frames this domain owns.
     pub fn nr_frames(&self) -> u64 {
         self.p2m.len() as u64 + 1

@@ -4,6 +4,7 @@
 
 mod console;
 mod domctl;
+mod evtchn;
 mod mm;
 mod multicall;
 mod sched_op;
@@ -15,7 +16,7 @@ use hypercall_abi::{Errno, Hypercall};
 use crate::arch::entry::TrapFrame;
 
 pub use sched_op::{crash_current, shutdown_current};
-pub use traps::{bounce_exception, guest_insn_bytes, user_syscall};
+pub use traps::{bounce_exception, deliver, guest_insn_bytes, user_syscall, Delivery};
 
 type Handler = fn(&mut TrapFrame);
 
@@ -57,6 +58,7 @@ const fn handler_for(h: Hypercall) -> Handler {
             let flow = mm::mmuext_op(f, true);
             finish(f, flow)
         },
+        Hypercall::EvtchnOp => |f| set_result(f, evtchn::evtchn_op(f.rdi, f.rsi)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);
             finish(f, flow)

@@ -10,7 +10,12 @@ use hypercall_abi::sched::{
 use hypercall_abi::start_info::Capabilities;
 use hypercall_abi::Errno;
 
+use hypercall_abi::sched::{SchedPoll, POLL_MAX_PORTS, SCHEDOP_BLOCK, SCHEDOP_POLL};
+use zerocopy::IntoBytes;
+
 use crate::domain::{DomainState, DOMAINS};
+use crate::event::delivery::{enable_upcalls, is_pending, send_virq, EVENTS};
+use crate::guest_memory::{copy_from_guest, read_obj, GuestRange};
 use crate::sched;
 
 pub fn sched_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
@@ -19,12 +24,60 @@ pub fn sched_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
             sched::yield_current();
             Ok(0)
         }
+        SCHEDOP_BLOCK => block(&[]),
+        SCHEDOP_POLL => {
+            let poll: SchedPoll = read_obj(arg)?;
+            if poll.pad != 0 || poll.timeout != 0 || poll.nr_ports == 0 {
+                return Err(Errno::EINVAL);
+            }
+            if poll.nr_ports > POLL_MAX_PORTS {
+                return Err(Errno::E2BIG);
+            }
+            let mut ports = [0u32; POLL_MAX_PORTS as usize];
+            let wanted = &mut ports[..poll.nr_ports as usize];
+            copy_from_guest(
+                wanted.as_mut_bytes(),
+                GuestRange::new(poll.ports, u64::from(poll.nr_ports) * 4)?,
+            )?;
+            block(wanted)
+        }
         SCHEDOP_SHUTDOWN => match arg {
             SHUTDOWN_POWEROFF | SHUTDOWN_REBOOT | SHUTDOWN_CRASH => shutdown_current(arg),
             _ => Err(Errno::EINVAL),
         },
         _ => Err(Errno::EINVAL),
     }
+}
+
+/// Blocks the current vCPU until an upcall is pending (`ports` empty) or one
+/// of `ports` is pending (EVT-6).
+fn block(ports: &[u32]) -> Result<u64, Errno> {
+    let id = sched::current().ok_or(Errno::EINVAL)?;
+    {
+        let mut table = DOMAINS.lock();
+        let events = EVENTS.lock();
+        if ports.iter().any(|&p| !events.is_open(id.domid, p)) {
+            return Err(Errno::EINVAL);
+        }
+        drop(events);
+        let domain = table.domains.get_mut(&id.domid).ok_or(Errno::ESRCH)?;
+        let ready = if ports.is_empty() {
+            enable_upcalls(domain, id.vcpu)
+        } else {
+            ports.iter().any(|&p| is_pending(domain, p))
+        };
+        if ready {
+            return Ok(0);
+        }
+        let vcpu = domain.vcpus.get_mut(id.vcpu as usize).ok_or(Errno::ESRCH)?;
+        vcpu.blocked = true;
+        vcpu.polling.clear();
+        for &p in ports {
+            let _ = vcpu.polling.push(p);
+        }
+    }
+    sched::block_current();
+    Ok(0)
 }
 
 /// Marks the current domain as ended with `state`, logs `what`, and ends the
@@ -41,6 +94,12 @@ fn end_current(state: DomainState, what: &str, machine_code: u32) {
         log::info!("d{} '{}': {what}", domain.id, domain.name);
         domain.capabilities.contains(Capabilities::MACHINE_POWER)
     };
+    if id.domid != hypercall_abi::DOMID_DRIVER {
+        send_virq(
+            hypercall_abi::DOMID_DRIVER,
+            hypercall_abi::evtchn::VIRQ_DOM_EXC,
+        );
+    }
     if power {
         crate::domain::audit_frames("before power off");
         log::info!("power off: the driver domain ended");

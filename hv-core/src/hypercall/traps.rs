@@ -136,11 +136,22 @@ pub fn iret(frame: &mut TrapFrame) -> Result<(), Errno> {
 /// Enters guest kernel code at `handler` with an `ExceptionFrame` describing
 /// the interrupted context: on the interrupted stack in kernel mode, on the
 /// `stack_switch` stack (after switching to kernel mode) in user mode.
-fn deliver(
+/// What is being delivered to the guest kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Exception `vector` (HC-13).
+    Exception(u8),
+    /// A system call from guest user mode (MM-7).
+    Syscall,
+    /// An event upcall (EVT-5).
+    Event,
+}
+
+pub fn deliver(
     vcpu: &mut Vcpu,
     frame: &mut TrapFrame,
     handler: u64,
-    exception: Option<u8>,
+    kind: Delivery,
     cr2: u64,
 ) -> Result<(), String> {
     let from_user = vcpu.user_mode;
@@ -162,7 +173,7 @@ fn deliver(
     } else {
         frame.rsp
     };
-    if exception.is_none() {
+    if kind == Delivery::Syscall {
         flags |= FRAME_FLAG_SYSCALL;
     }
     let sp = (base & !15).wrapping_sub(core::mem::size_of::<ExceptionFrame>() as u64);
@@ -181,7 +192,7 @@ fn deliver(
             "its kernel stack at {sp:#x} is not writable, cannot deliver"
         ));
     }
-    if let Some(v) = exception {
+    if let Delivery::Exception(v) = kind {
         if vcpu.active_traps.push(v).is_err() {
             return Err(String::from("exceptions nested too deeply"));
         }
@@ -214,7 +225,8 @@ pub fn bounce_exception(frame: &mut TrapFrame, cr2: u64) -> Result<(), String> {
     if !vcpu.user_mode && vcpu.active_traps.contains(&v) {
         return Err(format!("{what} inside its own {name} handler"));
     }
-    deliver(vcpu, frame, handler, Some(v), cr2).map_err(|why| format!("{what}{mode}: {why}"))
+    deliver(vcpu, frame, handler, Delivery::Exception(v), cr2)
+        .map_err(|why| format!("{what}{mode}: {why}"))
 }
 
 /// A SYSCALL from guest user mode (MM-7): entered by the SYSCALL path instead
@@ -228,7 +240,7 @@ pub extern "C" fn user_syscall(frame: &mut TrapFrame) {
             .ok_or_else(|| String::from("vCPU vanished"))?;
         match vcpu.callbacks.syscall {
             0 => Ok(false),
-            callback => deliver(vcpu, frame, callback, None, 0)
+            callback => deliver(vcpu, frame, callback, Delivery::Syscall, 0)
                 .map(|()| true)
                 .map_err(|why| format!("syscall in user mode at rip={:#x}: {why}", frame.rip)),
         }

@@ -72,7 +72,11 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
         };
         match to {
             Target::Vcpu(id) => {
-                let Some(vcpu) = table.vcpu_mut(id) else {
+                let Some(domain) = table.domains.get_mut(&id.domid) else {
+                    return;
+                };
+                let vcpu_info = domain.vcpu_info_va(id.vcpu);
+                let Some(vcpu) = domain.vcpus.get_mut(id.vcpu as usize) else {
                     return;
                 };
                 vcpu.fpu.restore();
@@ -80,7 +84,13 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
                 (
                     save_slot,
                     vcpu.saved_rsp,
-                    Some((id, vcpu.kstack_top(), vcpu.active_cr3(), vcpu.user_mode)),
+                    Some((
+                        id,
+                        vcpu.kstack_top(),
+                        vcpu.active_cr3(),
+                        vcpu.user_mode,
+                        vcpu_info,
+                    )),
                     vcpu.floor_mode,
                 )
             }
@@ -90,9 +100,10 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
             }
         }
     };
-    if let Some((id, top, cr3, user_mode)) = next {
+    if let Some((id, top, cr3, user_mode, vcpu_info)) = next {
         set_kernel_stack(top);
         entry::set_guest_user_mode(user_mode);
+        entry::set_vcpu_info(Some(vcpu_info));
         if read_cr3() != cr3 {
             // SAFETY: every guest L4 carries the hypervisor's reserved slots, copied
             // from the boot L4 when it was built.
@@ -100,6 +111,7 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
         }
         *CURRENT.lock() = Some(id);
     } else {
+        entry::set_vcpu_info(None);
         *CURRENT.lock() = None;
     }
     set_syscall_floor(floor);
@@ -110,20 +122,43 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
     unsafe { switch(save_slot, load_rsp) };
 }
 
+/// Takes the next queued vCPU that can really run: its domain is still
+/// running and it is not blocked (queue entries can go stale when a domain
+/// ends between being queued and being picked).
+fn pop_runnable() -> Option<VcpuId> {
+    loop {
+        let id = RUNQ.lock().pop()?;
+        let table = DOMAINS.lock();
+        let ok = table.domains.get(&id.domid).is_some_and(|d| {
+            d.state == crate::domain::DomainState::Running
+                && d.vcpus.get(id.vcpu as usize).is_some_and(|v| !v.blocked)
+        });
+        if ok {
+            return Some(id);
+        }
+    }
+}
+
 /// Gives the CPU to the next runnable vCPU, if any; the current vCPU stays
 /// runnable and resumes later (or at once when nothing else is runnable).
 pub fn yield_current() {
     let Some(cur) = current() else { return };
-    let next = {
-        let mut q = RUNQ.lock();
-        let next = q.pop();
-        if next.is_some() {
-            q.push(cur);
-        }
-        next
-    };
+    let next = pop_runnable();
+    if next.is_some() {
+        RUNQ.lock().push(cur);
+    }
     if let Some(next) = next {
         switch_to(Some(cur), Target::Vcpu(next));
+    }
+}
+
+/// Parks the current vCPU, which has marked itself blocked, until
+/// `make_runnable` queues it again; runs the next vCPU or the idle context.
+pub fn block_current() {
+    let Some(cur) = current() else { return };
+    match pop_runnable() {
+        Some(next) => switch_to(Some(cur), Target::Vcpu(next)),
+        None => switch_to(Some(cur), Target::Idle),
     }
 }
 
@@ -143,8 +178,7 @@ pub fn exit_current() -> ! {
 pub fn run_idle() -> ! {
     loop {
         crate::domain::reap_dead_domains();
-        let next = RUNQ.lock().pop();
-        if let Some(next) = next {
+        if let Some(next) = pop_runnable() {
             switch_to(None, Target::Vcpu(next));
             continue;
         }

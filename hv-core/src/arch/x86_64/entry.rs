@@ -74,7 +74,13 @@ pub struct PerCpu {
     /// Non-zero while the running vCPU is in guest user mode: its SYSCALL is a
     /// user system call for the guest kernel, not a hypercall (MM-7).
     pub user_mode: u64,
+    /// Direct-map address of the running vCPU's `VcpuInfo` (a zeroed dummy in
+    /// the idle context): the exit paths check its upcall pending/mask bytes.
+    pub vcpu_info: u64,
 }
+
+/// What `PerCpu::vcpu_info` points at when no vCPU runs.
+static IDLE_VCPU_INFO: [u64; 8] = [0; 8];
 
 struct PerCpuCell(UnsafeCell<PerCpu>);
 // SAFETY: each CPU only touches its own PerCpu, with interrupts disabled.
@@ -84,6 +90,7 @@ static BOOT_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
     kstack_top: 0,
     scratch: 0,
     user_mode: 0,
+    vcpu_info: 0,
 }));
 
 /// Sets the stack SYSCALL and interrupts from ring 3 switch to.
@@ -99,6 +106,14 @@ pub fn set_kernel_stack(top: u64) {
 pub fn set_guest_user_mode(on: bool) {
     // SAFETY: a plain store to this CPU's PerCpu with interrupts disabled.
     unsafe { (*BOOT_CPU.0.get()).user_mode = u64::from(on) };
+}
+
+/// Records the running vCPU's `VcpuInfo` (direct-map address), or the idle
+/// dummy with `None`.
+pub fn set_vcpu_info(va: Option<u64>) {
+    let va = va.unwrap_or(IDLE_VCPU_INFO.as_ptr() as u64);
+    // SAFETY: a plain store to this CPU's PerCpu with interrupts disabled.
+    unsafe { (*BOOT_CPU.0.get()).vcpu_info = va };
 }
 
 /// Programs SYSCALL and the GS bases. Call once, at boot, after `gdt::init`.
@@ -120,6 +135,7 @@ pub fn init() {
         wrmsr(msr::GS_BASE, BOOT_CPU.0.get() as u64);
         wrmsr(msr::KERNEL_GS_BASE, 0);
     }
+    set_vcpu_info(None);
 }
 
 extern "C" {
@@ -169,6 +185,14 @@ trap_common:
     movq %rsp, %rdi
     cld
     call {trap_dispatch}
+    /* Back to a guest with an upcall pending and unmasked: deliver it (EVT-5). */
+    testb $3, {f_cs}(%rsp)
+    jz trap_exit
+    movq %gs:{vcpu_info}, %rax
+    cmpw $1, (%rax)
+    jne trap_exit
+    movq %rsp, %rdi
+    call {deliver_upcall}
 
     .global trap_exit
 trap_exit:
@@ -198,6 +222,9 @@ syscall_entry:
     jne user_syscall
     call {syscall_dispatch}
 syscall_exit:
+    movq %gs:{vcpu_info}, %rax
+    cmpw $1, (%rax)
+    je syscall_upcall
     /* SYSRET only when it restores exactly the frame: rcx = rip, r11 = rflags. */
     movq {f_rip}(%rsp), %rcx
     cmpq {f_rcx}(%rsp), %rcx
@@ -214,11 +241,20 @@ syscall_exit:
 user_syscall:
     call {user_syscall}
     jmp syscall_exit
+
+    /* An upcall is pending and unmasked: enter the event callback. */
+syscall_upcall:
+    movq %rsp, %rdi
+    call {deliver_upcall}
+    jmp trap_exit
 "#,
     trap_dispatch = sym crate::trap::trap_dispatch,
     syscall_dispatch = sym crate::hypercall::syscall_dispatch,
     user_syscall = sym crate::hypercall::user_syscall,
     user_mode = const offset_of!(PerCpu, user_mode),
+    vcpu_info = const offset_of!(PerCpu, vcpu_info),
+    deliver_upcall = sym crate::event::delivery::deliver_upcall,
+    f_cs = const offset_of!(TrapFrame, cs),
     scratch = const offset_of!(PerCpu, scratch),
     kstack_top = const offset_of!(PerCpu, kstack_top),
     guest_ss = const GUEST_SS,
