@@ -15,6 +15,7 @@ pub mod boot;
 pub mod console;
 pub mod domain;
 pub mod event;
+pub mod grant;
 pub mod guest_memory;
 #[cfg(target_os = "none")]
 pub mod hypercall;

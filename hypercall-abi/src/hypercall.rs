@@ -77,6 +77,8 @@ hypercall_table! {
     12 => Multicall,
     /// `evtchn_op(cmd, arg)`: event channels (EVT-*).
     13 => EvtchnOp,
+    /// `grant_table_op(cmd, ops, count)`: grant tables (GNT-*).
+    14 => GrantTableOp,
 }
 
 bitflags! {
@@ -101,6 +103,8 @@ bitflags! {
         const M2P = 1 << 7;
         /// Event channels, upcalls, `sched_op` block and poll (EVT-*).
         const EVTCHN = 1 << 8;
+        /// Grant tables: setup, query, map, unmap, copy (GNT-*).
+        const GRANT_TABLES = 1 << 9;
     }
 }
 

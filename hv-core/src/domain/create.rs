@@ -268,14 +268,34 @@ pub fn reap_dead_domains() {
         };
         crate::event::delivery::EVENTS.lock().remove_domain(domid);
         domain.flush_console();
-        let mut frames_guard = FRAMES.lock();
-        if let Some(frames) = frames_guard.as_mut() {
-            let n = super::table::release_frames(frames, &domain);
+        let mut grants = crate::grant::live::GRANTS.lock();
+        let released = live::with_page_tables(|pt| {
+            let (keep, freed) =
+                grants.domain_died(&mut crate::grant::live::DirectGrantMemory, pt, domid);
+            for &mfn in &freed {
+                set_m2p(mfn, live::M2P_INVALID);
+            }
+            let n = super::table::release_frames(pt.frames, &domain, &keep);
+            (n, keep.len(), freed.len(), pt.frames.free_count())
+        });
+        drop(grants);
+        if let Some((n, kept, freed, free)) = released {
             log::info!(
-                "d{domid} '{}': {n} frames returned to the free pool ({} free)",
-                domain.name,
-                frames.free_count()
+                "d{domid} '{}': {n} frames returned to the free pool ({free} free)",
+                domain.name
             );
+            if kept > 0 {
+                log::info!(
+                    "d{domid} '{}': {kept} frames stay until other domains unmap their grants",
+                    domain.name
+                );
+            }
+            if freed > 0 {
+                log::info!(
+                    "d{domid} '{}': its unmapping freed {freed} frames of dead granters",
+                    domain.name
+                );
+            }
         }
     }
     drop(table);
@@ -296,11 +316,12 @@ pub fn audit_frames(when: &str) {
     }
     let table = DOMAINS.lock();
     let baseptrs = table.base_pointers();
+    let held = crate::grant::live::GRANTS.lock().mappings();
     let frames_guard = FRAMES.lock();
     let Some(frames) = frames_guard.as_ref() else {
         return;
     };
-    match pagetable::audit(frames, &live::DirectTables, &baseptrs) {
+    match pagetable::audit(frames, &live::DirectTables, &baseptrs, &held) {
         Ok(n) => log::info!(
             "audit: ok ({n} frames checked, {} free) {when}",
             frames.free_count()

@@ -180,8 +180,11 @@ pub static DOMAINS: spin::Mutex<DomainTable> = spin::Mutex::new(DomainTable {
     next_domid: 0,
 });
 
-/// Returns every frame of `domain` to the free pool; returns how many.
-pub fn release_frames(frames: &mut FrameTable<'static>, domain: &Domain) -> u64 {
+/// Returns every frame of `domain` to the free pool, whatever their types and
+/// counts (nothing outside the domain references them), except the frames in
+/// `keep` (still mapped by other domains through grants); clears their M2P
+/// entries. Returns how many were freed.
+pub fn release_frames(frames: &mut FrameTable<'static>, domain: &Domain, keep: &[Mfn]) -> u64 {
     let owner = Owner::Domain(domain.id);
     let mut n = 0;
     for &mfn in domain
@@ -189,6 +192,10 @@ pub fn release_frames(frames: &mut FrameTable<'static>, domain: &Domain) -> u64 
         .iter()
         .chain(core::iter::once(&domain.shared_info_mfn))
     {
+        if keep.contains(&mfn) {
+            continue;
+        }
+        crate::mm::live::set_m2p(mfn, crate::mm::live::M2P_INVALID);
         if frames.release(mfn, owner).is_ok() {
             n += 1;
         } else {

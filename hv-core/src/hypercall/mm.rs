@@ -139,6 +139,30 @@ pub fn mmu_update(frame: &mut TrapFrame, may_continue: bool) -> Flow {
     })
 }
 
+/// The L1 table and index that map `va` in the address space rooted at the
+/// validated L4 `root` of `dom`: `-EINVAL` when an upper entry is missing.
+pub fn walk_to_l1(
+    pt: &PageTables<'_, 'static, DirectTables>,
+    root: Mfn,
+    va: u64,
+    dom: DomId,
+) -> Result<(Mfn, usize), Errno> {
+    let mut t: Mfn = root;
+    for level in (2..=4u32).rev() {
+        let e = pt
+            .mem
+            .read_entry(t, ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize);
+        if !present(e) {
+            return Err(Errno::EINVAL);
+        }
+        t = entry_mfn(e);
+    }
+    if pt.table_level(t, dom) != Ok(1) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((t, ((va >> 12) & 0x1ff) as usize))
+}
+
 /// `update_va_mapping` (MM-5).
 pub fn update_va_mapping(va: u64, val: u64, flags: u64) -> Result<u64, Errno> {
     if !is_guest_address(va) || flags & !(UVMF_FLUSHTYPE_MASK | UVMF_ALL) != 0 {
@@ -157,20 +181,8 @@ pub fn update_va_mapping(va: u64, val: u64, flags: u64) -> Result<u64, Errno> {
         .ok_or(Errno::ESRCH)?;
     let root = vcpu.kernel_l4;
     with_page_tables(|pt| {
-        let mut t: Mfn = root;
-        for level in (2..=4u32).rev() {
-            let e = pt
-                .mem
-                .read_entry(t, ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize);
-            if !present(e) {
-                return Err(Errno::EINVAL);
-            }
-            t = entry_mfn(e);
-        }
-        if pt.table_level(t, id.domid) != Ok(1) {
-            return Err(Errno::EINVAL);
-        }
-        pt.update_entry(t, ((va >> 12) & 0x1ff) as usize, val, id.domid)
+        let (l1, index) = walk_to_l1(pt, root, va, id.domid)?;
+        pt.update_entry(l1, index, val, id.domid)
             .map_err(|e| e.errno())
     })
     .unwrap_or(Err(Errno::EINVAL))?;

@@ -5,6 +5,7 @@
 mod console;
 mod domctl;
 mod evtchn;
+mod grant;
 mod mm;
 mod multicall;
 mod sched_op;
@@ -59,6 +60,7 @@ const fn handler_for(h: Hypercall) -> Handler {
             finish(f, flow)
         },
         Hypercall::EvtchnOp => |f| set_result(f, evtchn::evtchn_op(f.rdi, f.rsi)),
+        Hypercall::GrantTableOp => |f| set_result(f, grant::grant_table_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);
             finish(f, flow)

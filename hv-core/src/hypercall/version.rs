@@ -11,7 +11,13 @@ use crate::sched;
 pub const FEATURES: Features = Features::HYPERCALL_PAGE
     .union(Features::TRAP_BOUNCE)
     .union(Features::CONSOLE_READ)
-    .union(Features::DOMCTL_GET_INFO);
+    .union(Features::DOMCTL_GET_INFO)
+    .union(Features::PV_MMU)
+    .union(Features::MULTICALL)
+    .union(Features::GUEST_USER_MODE)
+    .union(Features::M2P)
+    .union(Features::EVTCHN)
+    .union(Features::GRANT_TABLES);
 
 #[inline]
 pub fn version(cmd: u64) -> Result<u64, Errno> {

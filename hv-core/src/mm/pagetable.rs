@@ -152,6 +152,7 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             return;
         }
         let ty = f.ftype;
+        let owner = f.owner;
         f.ftype = FrameType::None;
         if let Some(level) = ty.level() {
             for index in 0..ENTRIES {
@@ -159,6 +160,14 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
                     continue;
                 }
                 let e = self.mem.read_entry(mfn, index);
+                // A grant mapping's references belong to its maptrack entry,
+                // which drops them at unmap (GNT-3).
+                if level == 1
+                    && present(e)
+                    && self.frames.get(entry_mfn(e)).map(|t| t.owner) != Some(owner)
+                {
+                    continue;
+                }
                 self.put_entry(e, level);
             }
         }
@@ -271,8 +280,14 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             return Err(MmError::NotPermitted);
         }
         let new = if present(new) { new | pte::US } else { new };
-        self.get_entry(new, level, dom)?;
         let old = self.mem.read_entry(table, index);
+        if present(old)
+            && self.frames.get(entry_mfn(old)).map(|f| f.owner) != Some(Owner::Domain(dom))
+        {
+            // A grant mapping: only unmap_grant_ref removes it (GNT-3).
+            return Err(MmError::Busy);
+        }
+        self.get_entry(new, level, dom)?;
         self.mem.write_entry(table, index, new);
         self.put_entry(old, level);
         Ok(())
@@ -340,6 +355,14 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
     }
 }
 
+/// A live grant mapping, as the audit needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantMapRef {
+    pub mapper: DomId,
+    pub mfn: Mfn,
+    pub writable: bool,
+}
+
 /// What the audit found wrong (the first breach).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditError {
@@ -354,6 +377,7 @@ pub fn audit<M: TableMemory>(
     frames: &FrameTable<'_>,
     mem: &M,
     baseptrs: &[Mfn],
+    grant_maps: &[GrantMapRef],
 ) -> Result<u64, AuditError> {
     use alloc::vec;
     let all = frames.frames();
@@ -366,6 +390,18 @@ pub fn audit<M: TableMemory>(
         if f.pinned {
             refs[mfn] += 1;
             types[mfn] += 1;
+        }
+    }
+    for g in grant_maps {
+        let Some(slot) = refs.get_mut(g.mfn as usize) else {
+            return Err(AuditError {
+                mfn: g.mfn,
+                what: "grant mapping beyond memory",
+            });
+        };
+        *slot += 1;
+        if g.writable {
+            types[g.mfn as usize] += 1;
         }
     }
     for &b in baseptrs {
@@ -407,6 +443,15 @@ pub fn audit<M: TableMemory>(
                 });
             };
             if t.owner != Owner::Domain(dom) {
+                // Allowed only as a live grant mapping of that very frame, with
+                // no more access than granted; its references are counted
+                // from the maptrack above.
+                let granted = grant_maps.iter().any(|g| {
+                    g.mapper == dom && g.mfn == target as Mfn && (g.writable || e & pte::RW == 0)
+                });
+                if level == 1 && granted {
+                    continue;
+                }
                 return Err(AuditError {
                     mfn: mfn as Mfn,
                     what: "(b)/(c) an entry points at a frame its domain does not own",
@@ -542,7 +587,7 @@ mod tests {
         assert!(*pt.stale_writable);
         pt.pin(6, 1, 1).unwrap();
         assert_eq!(pt.mem.flushes, 1);
-        audit(&*pt.frames, &*pt.mem, &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
     }
 
     #[test]
@@ -591,7 +636,7 @@ mod tests {
             pt.update_entry(5, 0, l1e(6, false) | (1 << 52), 1),
             Err(MmError::Invalid)
         );
-        audit(&*pt.frames, &*pt.mem, &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
     }
 
     #[test]
@@ -644,7 +689,7 @@ mod tests {
             pt.update_entry(8, 0, (9 << 12) | pte::P | pte::RW | pte::PS_OR_PAT, 1),
             Err(MmError::Invalid)
         );
-        audit(&*pt.frames, &*pt.mem, &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
     }
 
     #[test]
@@ -678,7 +723,7 @@ mod tests {
         }
         assert_eq!(pt.frames.get(5).unwrap().type_count, 0);
         assert!(!pt.frames.get(5).unwrap().pinned);
-        audit(&*pt.frames, &*pt.mem, &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
     }
 
     #[derive(Clone, Debug)]
@@ -800,7 +845,7 @@ mod tests {
                     }
                 }
                 let bases: Vec<Mfn> = baseptr.iter().flatten().copied().collect();
-                let checked = audit(&ft, &sim, &bases);
+                let checked = audit(&ft, &sim, &bases, &[]);
                 prop_assert!(checked.is_ok(), "audit: {:?}", checked);
                 // (a) restated directly: no validated table is the target of a
                 // writable L1 entry of a validated L1.
