@@ -89,11 +89,15 @@
 //!
 //! Every load of the peer's producer index is checked against private state
 //! before anything is read from a slot. The backend requires
-//! `req_prod - req_cons <= N - (req_cons - rsp_prod_pvt)`, i.e.
-//! `req_prod - req_cons <= N` and `req_prod - rsp_prod_pvt <= N` (requests may
-//! not overrun slots whose responses are not yet written). The frontend
-//! requires `rsp_prod - rsp_cons <= req_prod(published) - rsp_cons` (never
-//! more responses than requests it published, which is `<= N`). A failed
+//! `req_prod - req_cons <= N - (req_cons - rsp_prod_published)`, i.e.
+//! `req_prod - req_cons <= N` and `req_prod - rsp_prod_published <= N`:
+//! requests may not overrun slots whose responses the frontend cannot have
+//! consumed yet. (Xen bounds by `rsp_prod_pvt`; bounding by what was
+//! *published* is stricter, rejects nothing an honest frontend does, and
+//! means the backend takes at most `N` requests between two publishes.) The
+//! frontend requires `rsp_prod - rsp_cons <= req_prod_published - rsp_cons`
+//! (never more responses than requests it published, which is `<= N`;
+//! stricter than `req_prod_pvt` for the same reason). A failed
 //! check is [`RingError::ProducerOverrun`] and leaves the private state as it
 //! was; the caller should treat the peer as broken (disconnect).
 //!
@@ -108,8 +112,9 @@
 //! - frontend: `req_prod_pvt - rsp_cons <= N` and
 //!   `req_prod_published - rsp_cons <= req_prod_pvt - rsp_cons`, so at most `N`
 //!   requests are in flight and no response is taken that was not requested;
-//! - backend: `req_cons - rsp_prod_pvt <= N` (at most `N` requests taken and
-//!   not yet answered) and `rsp_prod_published - ... <= rsp_prod_pvt`;
+//! - backend: `rsp_prod_pvt - rsp_prod_published <= req_cons -
+//!   rsp_prod_published <= N`: at most `N` requests taken since the last
+//!   publish, so at most `N` unanswered and at most `N` answers unpublished;
 //! - every method does a bounded amount of work and never panics (given a
 //!   [`RingMemory`] that honours its contract).
 
@@ -540,13 +545,15 @@ impl<Req: RingMessage, Rsp: RingMessage> BackRing<Req, Rsp> {
     /// available.
     fn requests_available(&self, req_prod: u32) -> Result<u32, RingError> {
         let unconsumed = req_prod.wrapping_sub(self.req_cons);
-        // Invariant: taken-but-unanswered = req_cons - rsp_prod_pvt <= N, so
-        // `room` is exact. `unconsumed <= room` says both
-        // `req_prod - req_cons <= N` and `req_prod - rsp_prod_pvt <= N`
-        // (the sum of the two distances, computed without the wrap that
-        // `req_prod - rsp_prod_pvt` would suffer when N = 2^31). A req_prod
-        // behind req_cons wraps to a huge distance and fails too.
-        let room = self.size.saturating_sub(self.requests_pending_response());
+        // Invariant: taken since the last publish = req_cons -
+        // rsp_prod_published <= N, so `room` is exact. `unconsumed <= room`
+        // says both `req_prod - req_cons <= N` and
+        // `req_prod - rsp_prod_published <= N` (the sum of the two distances,
+        // computed without the wrap that `req_prod - rsp_prod_published`
+        // would suffer when N = 2^31). A req_prod behind req_cons wraps to a
+        // huge distance and fails too.
+        let taken = self.req_cons.wrapping_sub(self.rsp_prod_published);
+        let room = self.size.saturating_sub(taken);
         if unconsumed > room {
             return Err(RingError::ProducerOverrun);
         }
@@ -570,8 +577,8 @@ impl<Req: RingMessage, Rsp: RingMessage> BackRing<Req, Rsp> {
         // pairs with the first fence in FrontRing::publish_requests).
         mem.fence();
         let req = copy_out(mem, slot_offset(self.size, Self::SLOT_SIZE, self.req_cons));
-        // unconsumed <= room and unconsumed >= 1, so req_cons - rsp_prod_pvt
-        // stays <= N.
+        // 1 <= unconsumed <= room, so req_cons - rsp_prod_published stays
+        // <= N (and with it req_cons - rsp_prod_pvt).
         self.req_cons = self.req_cons.wrapping_add(1);
         Ok(Some(req))
     }
@@ -1007,10 +1014,15 @@ mod tests {
         assert_eq!(back.take_request(&mem).unwrap(), None);
         assert_eq!(back.requests_pending_response(), 3);
 
-        // After answering all 3, req_prod may run up to req_cons + 8 and no further.
+        // Answered but not published: the frontend cannot have reused those
+        // slots yet, so req_prod may still only reach rsp_prod + 8 = 8.
         for i in 0..3 {
             back.push_response(&mut mem, &rsp(i)).unwrap();
         }
+        mem.write_u32(REQ_PROD, 3 + 6);
+        assert_eq!(back.take_request(&mem), Err(RingError::ProducerOverrun));
+        // Published: req_prod may run up to req_cons + 8 and no further.
+        let _ = back.publish_responses(&mut mem);
         mem.write_u32(REQ_PROD, 3 + 9);
         assert_eq!(back.take_request(&mem), Err(RingError::ProducerOverrun));
         mem.write_u32(REQ_PROD, 3 + 8);
@@ -1095,10 +1107,18 @@ mod tests {
             published <= in_flight,
             "front published {published} > {in_flight}"
         );
+        let taken = back.req_cons.wrapping_sub(back.rsp_prod_published);
+        prop_assert!(taken <= n, "back took {taken} > {n} since its last publish");
         let unanswered = back.requests_pending_response();
-        prop_assert!(unanswered <= n, "back unanswered {unanswered} > {n}");
+        prop_assert!(
+            unanswered <= taken,
+            "back unanswered {unanswered} > {taken}"
+        );
         let unpublished = back.rsp_prod_pvt.wrapping_sub(back.rsp_prod_published);
-        prop_assert!(unpublished <= n, "back unpublished {unpublished} > {n}");
+        prop_assert!(
+            unpublished <= taken,
+            "back unpublished {unpublished} > {taken}"
+        );
         Ok(())
     }
 
@@ -1248,9 +1268,10 @@ mod tests {
 
         /// Garbage written anywhere between operations never makes either side
         /// panic or loop, never breaks the private invariants, and never yields
-        /// more than the ring can hold: the backend never holds more than N
-        /// unanswered requests, the frontend never takes more responses than
-        /// it published requests, and a drain loop ends within N + 1 calls.
+        /// more than the ring can hold: the backend takes at most N requests
+        /// between two of its publishes, the frontend never takes more
+        /// responses than it published requests, and a drain loop ends within
+        /// N + 1 calls.
         #[test]
         fn garbage_never_breaks_either_side(
             len in mem_len(),
@@ -1262,6 +1283,7 @@ mod tests {
             let (mut published, mut front_taken) = (0u64, 0u64);
             let (mut back_taken, mut back_answered) = (0u64, 0u64);
             let mut pushed_unpublished = 0u64;
+            let mut taken_since_publish = 0u64;
             for op in ops {
                 match op {
                     Op::FrontPush => {
@@ -1290,7 +1312,10 @@ mod tests {
                     Op::BackTake => {
                         for _ in 0..=n {
                             match back.take_request(&mem) {
-                                Ok(Some(_)) => back_taken += 1,
+                                Ok(Some(_)) => {
+                                    back_taken += 1;
+                                    taken_since_publish += 1;
+                                }
                                 Ok(None) | Err(_) => break,
                             }
                         }
@@ -1303,6 +1328,7 @@ mod tests {
                     }
                     Op::BackPublish => {
                         let _ = back.publish_responses(&mut mem);
+                        taken_since_publish = 0;
                     }
                     Op::BackFinalCheck => {
                         let _ = back.final_check_for_requests(&mut mem);
@@ -1320,6 +1346,10 @@ mod tests {
                 check_invariants(&front, &back)?;
                 prop_assert!(front_taken <= published, "{front_taken} responses for {published} requests");
                 prop_assert!(back_taken - back_answered <= u64::from(n));
+                prop_assert!(
+                    taken_since_publish <= u64::from(n),
+                    "{taken_since_publish} requests taken between two publishes"
+                );
                 prop_assert_eq!(u64::from(back.requests_pending_response()), back_taken - back_answered);
             }
         }

@@ -21,6 +21,8 @@ use hypercall_abi::domctl::{DomainInfo, DOMCTL_GET_INFO};
 use hypercall_abi::hypercall::{
     Features, HYPERCALL_SLOTS, HYPERCALL_STUB_SIZE, VERSION_ABI, VERSION_FEATURES,
 };
+use hypercall_abi::mm::{MmuUpdate, MmuextOp};
+use hypercall_abi::multicall::MulticallEntry;
 use hypercall_abi::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH};
 use hypercall_abi::trap::TrapInfo;
 use hypercall_abi::{DomId, Errno, Hypercall};
@@ -325,9 +327,140 @@ pub fn bench_syscall_floor() -> Result<(), Errno> {
     Errno::check(ret).map(drop)
 }
 
+/// Why a batched call (`mmu_update`, `mmuext_op`) stopped: how many requests
+/// completed before the failing one (so the failing index is `done`), and its
+/// error (MM-4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    /// Requests that succeeded (and stay applied) before the failing one.
+    pub done: usize,
+    /// The failing request's error (or the call's, e.g. `E2BIG`, `EFAULT`).
+    pub errno: Errno,
+}
+
+impl core::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} after {} requests", self.errno, self.done)
+    }
+}
+
+/// `mmu_update(reqs, count, &done, 0)` (MM-4): applies the page-table and M2P
+/// updates in `reqs` in order. On failure, returns how many succeeded.
+///
+/// The `progress` argument is always 0 (it belongs to the hypervisor).
+///
+/// # Safety
+/// 1. No update may unmap, remap or change the permissions of memory that Rust
+///    code uses (the image, stacks, heap, the physmap pages it writes), nor
+///    remap a page-table frame writable in a way that some code then writes
+///    through. The hypervisor only protects itself and other domains; keeping
+///    this domain's own mappings sane is the caller's job.
+pub unsafe fn mmu_update(reqs: &[MmuUpdate]) -> Result<(), BatchError> {
+    let mut done: u64 = 0;
+    // SAFETY: `reqs` is valid for reads of `reqs.len()` requests and `done`
+    // for one u64 write; what the updates change is the caller's obligation.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::MmuUpdate,
+            "rdi" = reqs.as_ptr() as u64,
+            "rsi" = reqs.len() as u64,
+            "rdx" = &mut done as *mut u64 as u64,
+            "r10" = 0u64,
+        )
+    };
+    batch_result(ret, done)
+}
+
+/// `update_va_mapping(va, val, flags)` (MM-5): writes the L1 entry that maps
+/// `va` in the current address space, then flushes per `flags` (`UVMF_*`).
+///
+/// # Safety
+/// As for [`mmu_update`]: the change must not affect memory Rust uses.
+pub unsafe fn update_va_mapping(va: u64, val: u64, flags: u64) -> Result<(), Errno> {
+    // SAFETY: the call reads no guest memory; the mapping change is the
+    // caller's obligation.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::UpdateVaMapping,
+            "rdi" = va,
+            "rsi" = val,
+            "rdx" = flags,
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// `mmuext_op(ops, count, &done, 0)` (MM-6): pins, unpins, base pointers, TLB
+/// flushes, page clears and copies, in order. On failure, returns how many
+/// succeeded.
+///
+/// # Safety
+/// 1. A new base pointer (kernel or user) must map everything Rust uses from
+///    the mode that runs on it; unpinning must not release tables still in use.
+/// 2. `CLEAR_PAGE`/`COPY_PAGE` must not target frames Rust uses.
+pub unsafe fn mmuext_op(ops: &[MmuextOp]) -> Result<(), BatchError> {
+    let mut done: u64 = 0;
+    // SAFETY: `ops` is valid for reads of `ops.len()` operations and `done`
+    // for one u64 write; the operations' effects are the caller's obligation.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::MmuextOp,
+            "rdi" = ops.as_ptr() as u64,
+            "rsi" = ops.len() as u64,
+            "rdx" = &mut done as *mut u64 as u64,
+            "r10" = 0u64,
+        )
+    };
+    batch_result(ret, done)
+}
+
+/// `multicall(calls, count)` (HC-20): runs each entry as hypercall `op` with
+/// its arguments and stores its return value in `result`. `Err` only when an
+/// entry could not be read or its result written.
+///
+/// # Safety
+/// 1. Every entry must satisfy the safety obligations of the hypercall it
+///    names, as if called directly.
+pub unsafe fn multicall(calls: &mut [MulticallEntry]) -> Result<(), Errno> {
+    // SAFETY: `calls` is valid for reads and writes of `calls.len()` entries
+    // (the hypervisor writes each `result`); the entries' effects are the
+    // caller's obligation.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::Multicall,
+            "rdi" = calls.as_mut_ptr() as u64,
+            "rsi" = calls.len() as u64,
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// A batched call's return value and `done` count as a `Result`.
+fn batch_result(ret: i64, done: u64) -> Result<(), BatchError> {
+    match Errno::check(ret) {
+        Ok(_) => Ok(()),
+        Err(errno) => Err(BatchError {
+            done: usize::try_from(done).unwrap_or(usize::MAX),
+            errno,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_results() {
+        assert_eq!(batch_result(0, 0), Ok(()));
+        assert_eq!(
+            batch_result(Errno::EPERM.to_return(), 4),
+            Err(BatchError {
+                done: 4,
+                errno: Errno::EPERM
+            })
+        );
+    }
 
     #[test]
     fn stub_offsets() {

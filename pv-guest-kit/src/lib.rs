@@ -10,6 +10,11 @@
 //!   raw escape hatch.
 //! - [`console`] ([`print!`], [`println!`]) and [`logger`] (a `log` backend).
 //! - [`traps`]: exception entry stubs, per-vector Rust handlers, `iret`.
+//! - [`mm`]: the frame allocator, the heap (`alloc` works in guests), the
+//!   page-table manager ([`mm::AddressSpace`], batched `mmu_update`s) and
+//!   fault-tolerant probes.
+//! - [`user`]: guest user mode — user programs in their own address spaces,
+//!   their syscalls and faults.
 //! - [`cmdline`], [`bench`]: portable helpers, unit-tested on the host.
 //! - the panic handler (kernel target only): report, flush, `SHUTDOWN_CRASH`.
 //!
@@ -25,6 +30,8 @@
 //! `-C relocation-model=static -C code-model=small` (see `cargo xtask`).
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub use hypercall_abi as abi;
 pub use log;
 
@@ -35,9 +42,11 @@ pub mod bench;
 pub mod cmdline;
 pub mod hypercall;
 pub mod logger;
+pub mod mm;
 pub mod note;
 pub mod start;
 pub mod traps;
+pub mod user;
 
 #[cfg(all(target_os = "none", not(test)))]
 mod panic;

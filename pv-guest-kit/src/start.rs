@@ -6,8 +6,9 @@
 //! `mov rdi, rsi; and rsp, -16; call <trampoline>; ud2`; the trampoline calls
 //! [`kit_start`] with the guest's `main`.
 //!
-//! [`kit_start`] checks start_info, records it for [`start_info()`], installs
-//! the default trap table ([`crate::traps::install`]), runs `main`, then
+//! [`kit_start`] checks start_info, records it for [`start_info()`], sets up
+//! the heap and the frame allocator ([`crate::mm::init`]), installs the
+//! default trap table ([`crate::traps::install`]), runs `main`, then
 //! flushes the console and powers the domain off.
 #![forbid(unsafe_code)]
 
@@ -74,6 +75,7 @@ pub fn kit_start(si: &'static StartInfo, main: fn(&'static StartInfo)) -> ! {
         }
     }
     START_INFO.call_once(|| si);
+    crate::mm::init(si);
     if let Err(err) = crate::traps::install() {
         panic!("set_trap_table failed: {err}");
     }

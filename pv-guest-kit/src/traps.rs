@@ -25,7 +25,9 @@
 //! - The handler table is read with `try_read` only: a trap that interrupts
 //!   [`set_handler`] sees no handler rather than deadlocking.
 
-use hypercall_abi::trap::{vector, ExceptionFrame, TrapInfo, TRAP_FLAG_USER_INT, TRAP_VECTORS};
+use hypercall_abi::trap::{
+    vector, ExceptionFrame, TrapInfo, FRAME_FLAG_USER_MODE, TRAP_FLAG_USER_INT, TRAP_VECTORS,
+};
 use hypercall_abi::Errno;
 use spin::RwLock;
 
@@ -33,6 +35,10 @@ use spin::RwLock;
 /// NMI (2), #DF (8) and #MC (18), which are never bounced, and the reserved 9,
 /// 15 and 22 and above.
 pub const KIT_VECTORS: [u8; 17] = [0, 1, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21];
+
+/// The `vector` the kit's syscall stub records in a [`TrapContext`]: not an
+/// exception vector; the frame's flags have `FRAME_FLAG_SYSCALL` (MM-7).
+pub const SYSCALL_VECTOR: u64 = 0x100;
 
 /// Whether the kit's trap table handles `vector`.
 pub const fn is_kit_vector(vector: u8) -> bool {
@@ -193,11 +199,22 @@ pub fn report_unhandled(ctx: &TrapContext) -> ! {
     panic!("unhandled {} (vector {})", ctx.vector_name(), ctx.vector)
 }
 
-/// Handles the exception `ctx` describes as the entry stubs do: runs the
-/// handler registered for `ctx.vector`, and [`report_unhandled`] if there is
-/// none or it returns [`TrapAction::Unhandled`]. Returns when the interrupted
-/// context may resume as `ctx` now describes it.
+/// Handles the exception `ctx` describes as the entry stubs do:
+/// 1. an event from guest user mode (a user exception or `syscall`) goes to
+///    the user-mode runner ([`crate::user`]) when a program runs;
+/// 2. a #PF at a probe instruction resumes the probe ([`crate::mm::probe`]);
+/// 3. otherwise the handler registered for `ctx.vector` runs, and
+///    [`report_unhandled`] if there is none or it returns
+///    [`TrapAction::Unhandled`].
+///
+/// Returns when the interrupted context may resume as `ctx` now describes it.
 pub fn dispatch(ctx: &mut TrapContext) {
+    if ctx.flags & FRAME_FLAG_USER_MODE != 0 && crate::user::on_user_event(ctx) {
+        return;
+    }
+    if crate::mm::probe::fixup(ctx) {
+        return;
+    }
     let action = match handler(ctx.vector) {
         Some(handler) => handler(ctx),
         None => TrapAction::Unhandled,
@@ -241,6 +258,27 @@ core::arch::global_asm!(
     "jmp .Lpv_trap_common",
     ".endr",
     "",
+    // The syscall callback (MM-7): the same frame, a pseudo-vector.
+    ".p2align 4",
+    ".Lpv_syscall_entry:",
+    "push r15",
+    "push r14",
+    "push r13",
+    "push r12",
+    "push r11",
+    "push r10",
+    "push r9",
+    "push r8",
+    "push rbp",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push rcx",
+    "push rbx",
+    "push rax",
+    "push {syscall_vector}",
+    "jmp .Lpv_trap_common",
+    "",
     ".p2align 4",
     ".Lpv_trap_common:",
     "mov rdi, rsp",
@@ -276,8 +314,12 @@ core::arch::global_asm!(
     ".irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     ".quad .Lpv_trap_entry_\\vec",
     ".endr",
+    ".globl __pv_guest_kit_syscall_entry",
+    "__pv_guest_kit_syscall_entry:",
+    ".quad .Lpv_syscall_entry",
     ".popsection",
     dispatch = sym trap_entry,
+    syscall_vector = const SYSCALL_VECTOR,
     page = sym crate::hypercall::HYPERCALL_PAGE,
     iret = const crate::hypercall::stub_offset(hypercall_abi::Hypercall::Iret),
 );
@@ -298,6 +340,25 @@ fn entry_point(vector: u8) -> u64 {
     #[cfg(not(target_os = "none"))]
     {
         let _ = vector;
+        0
+    }
+}
+
+/// Address of the kit's syscall stub, the callback for user `syscall`s
+/// (MM-7, registered by [`crate::user`]; 0 on the host).
+pub fn syscall_entry_point() -> u64 {
+    #[cfg(target_os = "none")]
+    {
+        extern "C" {
+            /// The stub's address (defined in the asm above).
+            static __pv_guest_kit_syscall_entry: u64;
+        }
+        // SAFETY: the asm above defines it as one initialised quad in
+        // read-only memory; nothing writes it.
+        unsafe { __pv_guest_kit_syscall_entry }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
         0
     }
 }

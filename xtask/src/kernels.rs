@@ -205,7 +205,15 @@ mod tests {
         let ws = Workspace::locate().expect("locate");
         let all = all_guests(&ws);
         assert_eq!(all[0], DRIVER_DOMAIN);
-        for bin in ["hello", "crasher", "abi-mismatch", "hvbench"] {
+        for bin in [
+            "hello",
+            "crasher",
+            "abi-mismatch",
+            "hvbench",
+            "mmtest",
+            "userland",
+            "attacker",
+        ] {
             assert!(all.iter().any(|g| g == bin), "{bin} missing from {all:?}");
         }
         let demo = paravane_tests::find("demo").expect("demo");

@@ -1,10 +1,17 @@
 //! `hvbench`: the null hypercall next to its hardware floor, measured in the
-//! same boot (DESIGN "Benchmarks"; HC-18).
+//! same boot (DESIGN "Benchmarks"; HC-18), then the PV MMU operations
+//! ([`mm`]: `mmu_update` per PTE by batch size, `update_va_mapping`,
+//! `multicall`, pin/unpin, `NEW_BASEPTR`, TLB flush).
 //!
-//! Each figure is the per-iteration TSC delta of 64 batches × 1000 iterations;
-//! the `BENCH` lines report the median (under `-icount shift=0`, an
-//! instruction count).
+//! The first three figures are the per-iteration TSC delta of 64 batches ×
+//! 1000 iterations; the MMU figures use fewer iterations for the expensive
+//! operations. The `BENCH` lines report the median (under `-icount shift=0`,
+//! an instruction count).
 #![cfg_attr(target_os = "none", no_std, no_main)]
+
+extern crate alloc;
+
+mod mm;
 
 use hypercall_abi::hypercall::VERSION_ABI;
 use hypercall_abi::start_info::StartInfo;
@@ -46,6 +53,8 @@ fn kmain(_si: &'static StartInfo) {
         Some(ratio) => println!("BENCH name=hypercall_null_ratio value={ratio} unit=ratio"),
         None => println!("hvbench: syscall floor measured 0 cycles; no ratio"),
     }
+
+    mm::run();
 }
 
 /// Measures a bare `syscall` round trip in syscall-floor mode. Between
