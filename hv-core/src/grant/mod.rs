@@ -639,7 +639,6 @@ mod tests {
     struct World {
         ft: FrameTable<'static>,
         mem: Mem,
-        stale: bool,
         grants: Grants,
         dead: Vec<DomId>,
     }
@@ -658,7 +657,6 @@ mod tests {
             let mut w = World {
                 ft,
                 mem: Rc::new(RefCell::new(vec![[0; ENTRIES]; FRAMES])),
-                stale: false,
                 grants: Grants::new(),
                 dead: vec![],
             };
@@ -679,7 +677,6 @@ mod tests {
                 frames: &mut self.ft,
                 mem: &mut sim,
                 hv_l4: &[],
-                stale_writable: &mut self.stale,
             };
             f(&mut self.grants, &mut pt, &mut gsim)
         }

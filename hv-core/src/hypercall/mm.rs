@@ -56,7 +56,9 @@ fn run_batch<T: FromBytes + IntoBytes + Immutable + Copy>(
         return Flow::Done(Err(Errno::E2BIG));
     }
     let size = core::mem::size_of::<T>() as u64;
-    let mut buf = [T::new_zeroed(); CHUNK];
+    // Filled per chunk with exactly the elements needed: zeroing a whole
+    // 64-element buffer would cost more than a small batch itself.
+    let mut buf: heapless::Vec<T, CHUNK> = heapless::Vec::new();
     let mut done = 0u64;
     let result = loop {
         if done == count {
@@ -70,7 +72,9 @@ fn run_batch<T: FromBytes + IntoBytes + Immutable + Copy>(
             return Flow::Continued;
         }
         let n = (count - done).min(CHUNK as u64) as usize;
-        let chunk = &mut buf[..n];
+        buf.clear();
+        buf.extend((0..n).map(|_| T::new_zeroed()));
+        let chunk = buf.as_mut_slice();
         let Some(range) = list
             .checked_add(done * size)
             .and_then(|va| GuestRange::new(va, n as u64 * size).ok())

@@ -12,23 +12,22 @@ use crate::guest_memory::{read_obj, write_obj};
 const CHUNK: u64 = 64;
 const ENTRY_SIZE: u64 = core::mem::size_of::<MulticallEntry>() as u64;
 
-fn run_one(entry: &MulticallEntry) -> u64 {
-    let mut call = TrapFrame {
-        rax: entry.op,
-        rdi: entry.args[0],
-        rsi: entry.args[1],
-        rdx: entry.args[2],
-        r10: entry.args[3],
-        r8: entry.args[4],
-        ..TrapFrame::default()
-    };
+/// Runs one entry on `call`, a frame reused across the batch: handlers read
+/// only the argument registers and write rax, so only those are set.
+fn run_one(entry: &MulticallEntry, call: &mut TrapFrame) -> u64 {
+    call.rax = entry.op;
+    call.rdi = entry.args[0];
+    call.rsi = entry.args[1];
+    call.rdx = entry.args[2];
+    call.r10 = entry.args[3];
+    call.r8 = entry.args[4];
     let nested = match Hypercall::from_number(entry.op) {
         // A mode switch or a nested batch inside a batch is refused (XSA-213).
         Some(Hypercall::Multicall | Hypercall::Iret) => Flow::Done(Err(Errno::EINVAL)),
-        Some(Hypercall::MmuUpdate) => mm::mmu_update(&mut call, false),
-        Some(Hypercall::MmuextOp) => mm::mmuext_op(&mut call, false),
+        Some(Hypercall::MmuUpdate) => mm::mmu_update(call, false),
+        Some(Hypercall::MmuextOp) => mm::mmuext_op(call, false),
         _ => {
-            syscall_dispatch(&mut call);
+            syscall_dispatch(call);
             return call.rax;
         }
     };
@@ -46,6 +45,7 @@ pub fn multicall(frame: &mut TrapFrame) -> Flow {
         return Flow::Done(Err(Errno::E2BIG));
     }
     let n = count.min(CHUNK);
+    let mut call = TrapFrame::default();
     for i in 0..n {
         let Some(va) = calls.checked_add(i * ENTRY_SIZE) else {
             return Flow::Done(Err(Errno::EFAULT));
@@ -54,7 +54,7 @@ pub fn multicall(frame: &mut TrapFrame) -> Flow {
             Ok(e) => e,
             Err(e) => return Flow::Done(Err(e)),
         };
-        let result = run_one(&entry);
+        let result = run_one(&entry, &mut call);
         if let Err(e) = write_obj(va + 8, &result) {
             return Flow::Done(Err(e));
         }

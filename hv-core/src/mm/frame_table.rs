@@ -119,6 +119,9 @@ pub enum FrameError {
 
 /// The frame table over a caller-provided array.
 pub struct FrameTable<'a> {
+    /// Set when a writable mapping went away without a TLB flush since: the
+    /// next frame to become a page table must flush first (MM-2).
+    pub tlb_stale: bool,
     frames: &'a mut [FrameInfo],
     free_head: u32,
     free_count: u64,
@@ -130,6 +133,7 @@ impl<'a> FrameTable<'a> {
     pub fn new(frames: &'a mut [FrameInfo]) -> FrameTable<'a> {
         frames.fill(FrameInfo::RESERVED);
         FrameTable {
+            tlb_stale: false,
             frames,
             free_head: NO_FRAME,
             free_count: 0,

@@ -17,9 +17,6 @@ use crate::arch::cpu::{read_cr3, write_cr3, zero_page};
 /// The frame table (set up at boot).
 pub static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
 
-/// Set when a guest writable mapping went away without a TLB flush since.
-static STALE_WRITABLE: spin::Mutex<bool> = spin::Mutex::new(false);
-
 /// The hypervisor's L4 entries, copied into every validated guest L4.
 static HV_L4: spin::Once<Vec<(usize, u64)>> = spin::Once::new();
 
@@ -65,14 +62,12 @@ pub fn with_page_tables<R>(
 ) -> Option<R> {
     let mut guard = FRAMES.lock();
     let frames = guard.as_mut()?;
-    let mut stale = STALE_WRITABLE.lock();
     let mut mem = DirectTables;
     let hv_l4 = HV_L4.get().map_or(&[][..], |v| v.as_slice());
     let mut pt = PageTables {
         frames,
         mem: &mut mem,
         hv_l4,
-        stale_writable: &mut stale,
     };
     Some(f(&mut pt))
 }

@@ -77,8 +77,6 @@ pub struct PageTables<'a, 'f, M: TableMemory> {
     pub frames: &'a mut FrameTable<'f>,
     pub mem: &'a mut M,
     pub hv_l4: &'a [(usize, u64)],
-    /// Set when a writable mapping went away without a TLB flush since.
-    pub stale_writable: &'a mut bool,
 }
 
 impl<M: TableMemory> PageTables<'_, '_, M> {
@@ -125,9 +123,9 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
         f.ftype = ty;
         f.type_count = 1;
         if let Some(level) = ty.level() {
-            if *self.stale_writable {
+            if self.frames.tlb_stale {
                 self.mem.flush_tlbs();
-                *self.stale_writable = false;
+                self.frames.tlb_stale = false;
             }
             if let Err(e) = self.validate(mfn, level, dom) {
                 if let Some(f) = self.frames.frame_mut(mfn) {
@@ -191,6 +189,9 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
                 continue;
             }
             let e = self.mem.read_entry(mfn, index);
+            if !present(e) {
+                continue;
+            }
             if let Err(err) = self.get_entry(e, level, dom) {
                 for undo in (0..index).rev() {
                     if level == 4 && is_hv_l4_slot(undo) {
@@ -246,7 +247,7 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
         if level == 1 {
             if entry & pte::RW != 0 {
                 self.put_type(mfn);
-                *self.stale_writable = true;
+                self.frames.tlb_stale = true;
             }
         } else {
             self.put_type(mfn);
@@ -565,12 +566,10 @@ mod tests {
             tables: vec![[0; ENTRIES]; FRAMES],
             flushes: 0,
         };
-        let mut stale = false;
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
-            stale_writable: &mut stale,
         };
         // Frame 5 is an L1 of domain 1 mapping frame 6 writable.
         pt.mem.tables[5][0] = l1e(6, true);
@@ -584,7 +583,7 @@ mod tests {
         assert_eq!(pt.pin(6, 1, 1), Err(MmError::Busy));
         // Remove the writable mapping: now it can, after a TLB flush.
         pt.update_entry(5, 0, 0, 1).unwrap();
-        assert!(*pt.stale_writable);
+        assert!(pt.frames.tlb_stale);
         pt.pin(6, 1, 1).unwrap();
         assert_eq!(pt.mem.flushes, 1);
         audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
@@ -598,12 +597,10 @@ mod tests {
             tables: vec![[0; ENTRIES]; FRAMES],
             flushes: 0,
         };
-        let mut stale = false;
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
-            stale_writable: &mut stale,
         };
         pt.pin(5, 1, 1).unwrap();
         assert_eq!(
@@ -647,12 +644,10 @@ mod tests {
             tables: vec![[0; ENTRIES]; FRAMES],
             flushes: 0,
         };
-        let mut stale = false;
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
-            stale_writable: &mut stale,
         };
         // Whatever the guest wrote in hypervisor slots is replaced.
         pt.mem.tables[4][257] = (6 << 12) | pte::P | pte::RW;
@@ -705,12 +700,10 @@ mod tests {
             sim.tables[5][i] = l1e(10 + i, i % 2 == 0);
         }
         sim.tables[5][10] = l1e(30, false);
-        let mut stale = false;
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
-            stale_writable: &mut stale,
         };
         assert_eq!(pt.pin(5, 1, 1), Err(MmError::NotPermitted));
         for i in 10..20 {
@@ -809,10 +802,9 @@ mod tests {
             let mut storage = vec![FrameInfo::RESERVED; FRAMES];
             let mut ft = table(&mut storage);
             let mut sim = Sim { tables: vec![[0; ENTRIES]; FRAMES], flushes: 0 };
-            let mut stale = false;
             let mut baseptr: [Option<Mfn>; 3] = [None; 3];
             for op in ops {
-                let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4, stale_writable: &mut stale };
+                let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4 };
                 match op {
                     Op::Pin { dom, mfn, level } => { let _ = pt.pin(mfn as Mfn, level, dom); }
                     Op::Unpin { dom, mfn } => {

@@ -6,6 +6,7 @@
 //!   (`domain::reap_dead_domains`), so a stack is never freed while in use.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::machine::EXIT_POWEROFF;
 
@@ -16,7 +17,9 @@ use crate::arch::switch::switch;
 use crate::domain::{VcpuId, DOMAINS};
 
 static RUNQ: spin::Mutex<RunQueue<VcpuId>> = spin::Mutex::new(RunQueue::new());
-static CURRENT: spin::Mutex<Option<VcpuId>> = spin::Mutex::new(None);
+/// The running vCPU as `domid << 32 | vcpu`, or [`IDLE`].
+static CURRENT: AtomicU64 = AtomicU64::new(IDLE);
+const IDLE: u64 = u64::MAX;
 
 struct IdleRsp(UnsafeCell<u64>);
 // SAFETY: written only by `switch` when the idle context parks, read only when
@@ -38,7 +41,13 @@ pub fn set_syscall_floor(on: bool) {
 
 /// The running vCPU, or `None` in the idle context.
 pub fn current() -> Option<VcpuId> {
-    *CURRENT.lock()
+    match CURRENT.load(Ordering::Relaxed) {
+        IDLE => None,
+        v => Some(VcpuId {
+            domid: (v >> 32) as u32,
+            vcpu: v as u32,
+        }),
+    }
 }
 
 /// Queues a vCPU to run.
@@ -109,10 +118,13 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
             // from the boot L4 when it was built.
             unsafe { write_cr3(cr3) };
         }
-        *CURRENT.lock() = Some(id);
+        CURRENT.store(
+            (u64::from(id.domid) << 32) | u64::from(id.vcpu),
+            Ordering::Relaxed,
+        );
     } else {
         entry::set_vcpu_info(None);
-        *CURRENT.lock() = None;
+        CURRENT.store(IDLE, Ordering::Relaxed);
     }
     set_syscall_floor(floor);
     // SAFETY: `save_slot` points into a boxed vCPU or the idle slot, both alive
