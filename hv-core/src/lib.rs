@@ -26,5 +26,6 @@ pub mod mm;
 #[cfg(target_os = "none")]
 mod panic;
 pub mod sched;
+pub mod time;
 #[cfg(target_os = "none")]
 pub mod trap;

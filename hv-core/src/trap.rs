@@ -18,7 +18,8 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector;
     if v == u64::from(TIMER_VECTOR) {
         lapic::eoi();
-        if frame.from_guest() {
+        crate::time::clock::expire_timers();
+        if sched::tick() && frame.from_guest() {
             sched::yield_current();
         }
         return;

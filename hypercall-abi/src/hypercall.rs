@@ -79,6 +79,8 @@ hypercall_table! {
     13 => EvtchnOp,
     /// `grant_table_op(cmd, ops, count)`: grant tables (GNT-*).
     14 => GrantTableOp,
+    /// `set_timer_op(deadline_ns)`: one-shot VIRQ_TIMER at a system time (TIME-2).
+    15 => SetTimerOp,
 }
 
 bitflags! {
@@ -105,6 +107,8 @@ bitflags! {
         const EVTCHN = 1 << 8;
         /// Grant tables: setup, query, map, unmap, copy (GNT-*).
         const GRANT_TABLES = 1 << 9;
+        /// PV clock in vcpu_info, wallclock, `set_timer_op`, poll timeouts (TIME-*).
+        const TIME = 1 << 10;
     }
 }
 

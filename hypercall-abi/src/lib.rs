@@ -39,7 +39,7 @@ pub const ABI_MAJOR: u32 = 0;
 /// space or feature bits, so a guest built against minor `m` runs on any hypervisor
 /// of the same major; on a hypervisor whose minor is below `m` it must check the
 /// feature bits of what it uses (SPEC.md §1.2).
-pub const ABI_MINOR: u32 = 3;
+pub const ABI_MINOR: u32 = 4;
 
 /// Size of a machine or pseudo-physical page.
 pub const PAGE_SIZE: u64 = 4096;

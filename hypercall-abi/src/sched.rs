@@ -54,7 +54,7 @@ pub struct SchedPoll {
     pub nr_ports: u32,
     /// Must be zero.
     pub pad: u32,
-    /// Must be 0 (no timeout) until the time ABI adds timers.
+    /// System time (ns, TIME-1) at which to give up and return 0; 0 = never.
     pub timeout: u64,
 }
 const _: () = assert!(core::mem::size_of::<SchedPoll>() == 24);

@@ -147,6 +147,9 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     domain::M2P_ENTRIES.call_once(|| m2p_entries);
     domain::AUDIT.call_once(|| params.audit);
 
+    // The clock first: every domain's shared_info carries it.
+    let clock = crate::time::clock::calibrate();
+
     // Domains, one per boot module; the first is the driver domain.
     let hv_l4 = live::hypervisor_l4();
     let mut created = 0;
@@ -191,8 +194,16 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         );
     }
 
-    // QEMU's APIC timer counts at 1 GHz; with the divider at 16, one tick is 16 ns.
-    lapic::init(params.timeslice_us.saturating_mul(1000) / 16);
+    // A 1 ms tick from the local APIC timer; the scheduler preempts every
+    // time slice's worth of ticks.
+    log::info!(
+        "clock: TSC {} MHz, APIC timer {} ticks/ms, wallclock {} s since the epoch",
+        clock.tsc_hz / 1_000_000,
+        clock.lapic_per_ms,
+        clock.wc_sec
+    );
+    crate::sched::set_slice_ticks(u64::from(params.timeslice_us.div_ceil(1000)));
+    lapic::init(clock.lapic_per_ms);
     crate::sched::run_idle()
 }
 

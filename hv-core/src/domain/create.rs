@@ -163,6 +163,8 @@ pub fn create_boot_domain(
         build::build(&mut mem, &image, hc_page, &layout, &who, &frames_spec)
     };
 
+    crate::time::clock::publish(shared_info_mfn, 1);
+
     // Validate the start-of-day address space: pin the L4 (which types every
     // table and page under it, MM-2) and make it the kernel base pointer.
     let l4_mfn = entry.cr3 >> 12;
@@ -199,6 +201,8 @@ pub fn create_boot_domain(
         floor_mode: false,
         blocked: false,
         polling: heapless::Vec::new(),
+        poll_deadline: 0,
+        timer_deadline: 0,
         running_since: 0,
     });
     let frame = TrapFrame {

@@ -73,6 +73,10 @@ pub struct Vcpu {
     pub blocked: bool,
     /// The ports a `sched_op(poll)` waits on (empty for `block`).
     pub polling: heapless::Vec<u32, 8>,
+    /// System time (ns) at which a `sched_op(poll)` gives up; 0 = never.
+    pub poll_deadline: u64,
+    /// One-shot timer (`set_timer_op`), system time in ns; 0 = none.
+    pub timer_deadline: u64,
     /// TSC when this vCPU last started running.
     pub running_since: u64,
 }

@@ -60,6 +60,7 @@ const fn handler_for(h: Hypercall) -> Handler {
             finish(f, flow)
         },
         Hypercall::EvtchnOp => |f| set_result(f, evtchn::evtchn_op(f.rdi, f.rsi)),
+        Hypercall::SetTimerOp => |f| set_result(f, sched_op::set_timer_op(f.rdi)),
         Hypercall::GrantTableOp => |f| set_result(f, grant::grant_table_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);

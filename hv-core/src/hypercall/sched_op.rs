@@ -24,10 +24,10 @@ pub fn sched_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
             sched::yield_current();
             Ok(0)
         }
-        SCHEDOP_BLOCK => block(&[]),
+        SCHEDOP_BLOCK => block(&[], 0),
         SCHEDOP_POLL => {
             let poll: SchedPoll = read_obj(arg)?;
-            if poll.pad != 0 || poll.timeout != 0 || poll.nr_ports == 0 {
+            if poll.pad != 0 || poll.nr_ports == 0 {
                 return Err(Errno::EINVAL);
             }
             if poll.nr_ports > POLL_MAX_PORTS {
@@ -39,7 +39,10 @@ pub fn sched_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
                 wanted.as_mut_bytes(),
                 GuestRange::new(poll.ports, u64::from(poll.nr_ports) * 4)?,
             )?;
-            block(wanted)
+            if poll.timeout != 0 && poll.timeout <= crate::time::clock::now_ns() {
+                return Ok(0);
+            }
+            block(wanted, poll.timeout)
         }
         SCHEDOP_SHUTDOWN => match arg {
             SHUTDOWN_POWEROFF | SHUTDOWN_REBOOT | SHUTDOWN_CRASH => shutdown_current(arg),
@@ -51,7 +54,7 @@ pub fn sched_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
 
 /// Blocks the current vCPU until an upcall is pending (`ports` empty) or one
 /// of `ports` is pending (EVT-6).
-fn block(ports: &[u32]) -> Result<u64, Errno> {
+fn block(ports: &[u32], deadline: u64) -> Result<u64, Errno> {
     let id = sched::current().ok_or(Errno::EINVAL)?;
     {
         let mut table = DOMAINS.lock();
@@ -71,12 +74,29 @@ fn block(ports: &[u32]) -> Result<u64, Errno> {
         }
         let vcpu = domain.vcpus.get_mut(id.vcpu as usize).ok_or(Errno::ESRCH)?;
         vcpu.blocked = true;
+        vcpu.poll_deadline = deadline;
         vcpu.polling.clear();
         for &p in ports {
             let _ = vcpu.polling.push(p);
         }
     }
     sched::block_current();
+    Ok(0)
+}
+
+/// `set_timer_op(deadline)` (TIME-2): VIRQ_TIMER for the calling vCPU once
+/// system time reaches `deadline` ns; 0 cancels; a past deadline fires now.
+pub fn set_timer_op(deadline: u64) -> Result<u64, Errno> {
+    let id = sched::current().ok_or(Errno::EINVAL)?;
+    let fire_now = deadline != 0 && deadline <= crate::time::clock::now_ns();
+    {
+        let mut table = DOMAINS.lock();
+        let vcpu = table.vcpu_mut(id).ok_or(Errno::ESRCH)?;
+        vcpu.timer_deadline = if fire_now { 0 } else { deadline };
+    }
+    if fire_now {
+        send_virq(id.domid, hypercall_abi::evtchn::VIRQ_TIMER);
+    }
     Ok(0)
 }
 

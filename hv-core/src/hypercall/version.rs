@@ -17,7 +17,8 @@ pub const FEATURES: Features = Features::HYPERCALL_PAGE
     .union(Features::GUEST_USER_MODE)
     .union(Features::M2P)
     .union(Features::EVTCHN)
-    .union(Features::GRANT_TABLES);
+    .union(Features::GRANT_TABLES)
+    .union(Features::TIME);
 
 #[inline]
 pub fn version(cmd: u64) -> Result<u64, Errno> {

@@ -27,6 +27,20 @@ struct IdleRsp(UnsafeCell<u64>);
 unsafe impl Sync for IdleRsp {}
 static IDLE_RSP: IdleRsp = IdleRsp(UnsafeCell::new(0));
 
+/// Timer ticks per time slice, and ticks the running vCPU has had.
+static SLICE_TICKS: AtomicU64 = AtomicU64::new(10);
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the time slice, in timer ticks.
+pub fn set_slice_ticks(ticks: u64) {
+    SLICE_TICKS.store(ticks.max(1), Ordering::Relaxed);
+}
+
+/// Counts a timer tick; true when the running vCPU's slice is used up.
+pub fn tick() -> bool {
+    TICKS.fetch_add(1, Ordering::Relaxed) + 1 >= SLICE_TICKS.load(Ordering::Relaxed)
+}
+
 /// Whether LSTAR currently points at the syscall-floor stub.
 static FLOOR_LSTAR: spin::Mutex<bool> = spin::Mutex::new(false);
 
@@ -127,6 +141,7 @@ fn switch_to(prev: Option<VcpuId>, to: Target) {
         CURRENT.store(IDLE, Ordering::Relaxed);
     }
     set_syscall_floor(floor);
+    TICKS.store(0, Ordering::Relaxed);
     // SAFETY: `save_slot` points into a boxed vCPU or the idle slot, both alive
     // until the context is resumed (vCPUs are only freed by the idle context,
     // which is not the one parking here unless prev is None); `load_rsp` was

@@ -9,6 +9,7 @@ const REG_EOI: u64 = 0xb0;
 const REG_SVR: u64 = 0xf0;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_TIMER_INIT: u64 = 0x380;
+const REG_TIMER_CURRENT: u64 = 0x390;
 const REG_TIMER_DIV: u64 = 0x3e0;
 
 /// Vector of the local APIC timer interrupt.
@@ -46,6 +47,19 @@ pub fn init(initial_count: u32) {
     write(REG_TIMER_DIV, 0x3); // divide by 16
     write(REG_LVT_TIMER, (1 << 17) | u32::from(TIMER_VECTOR)); // periodic
     write(REG_TIMER_INIT, initial_count);
+}
+
+/// Measures the timer's rate (ticks per millisecond at divide-by-16) over
+/// `run` (which must take 10 ms of real time), with the timer one-shot and
+/// masked.
+pub fn calibrate(run: impl FnOnce()) -> u32 {
+    write(REG_TIMER_DIV, 0x3);
+    write(REG_LVT_TIMER, 1 << 16); // masked, one-shot
+    write(REG_TIMER_INIT, u32::MAX);
+    run();
+    let elapsed = u32::MAX - read(REG_TIMER_CURRENT);
+    write(REG_TIMER_INIT, 0);
+    (elapsed / 10).max(1)
 }
 
 /// Signals end of interrupt.

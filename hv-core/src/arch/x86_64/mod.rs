@@ -8,5 +8,7 @@ pub mod gdt;
 pub mod guest_access;
 pub mod idt;
 pub mod lapic;
+pub mod pit;
+pub mod rtc;
 pub mod serial;
 pub mod switch;
