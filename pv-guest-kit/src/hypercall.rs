@@ -1,4 +1,5 @@
-//! Hypercalls through the hypercall page (SPEC.md §2.1, HC-1 .. HC-18).
+//! Hypercalls through the hypercall page (SPEC.md §2.1, HC-1 .. HC-20,
+//! EVT-*, GNT-*).
 //!
 //! The image reserves [`HYPERCALL_PAGE`] — one page of `int3` in the text
 //! segment, named by the `NOTE_HYPERCALL_PAGE` note — and the hypervisor fills
@@ -18,12 +19,25 @@
 use hypercall_abi::bench::BENCH_SYSCALL_FLOOR;
 use hypercall_abi::console::{CONSOLE_IO_MAX, CONSOLE_READ, CONSOLE_WRITE};
 use hypercall_abi::domctl::{DomainInfo, DOMCTL_GET_INFO};
+use hypercall_abi::evtchn::{
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnStatus, Port, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_IPI,
+    EVTCHNOP_BIND_VCPU, EVTCHNOP_BIND_VIRQ, EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS,
+    EVTCHNOP_UNMASK,
+};
+use hypercall_abi::grant::{
+    GnttabCopy, GnttabMapGrantRef, GnttabQuerySize, GnttabSetupTable, GnttabUnmapGrantRef,
+    GNTTABOP_COPY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE, GNTTABOP_SETUP_TABLE,
+    GNTTABOP_UNMAP_GRANT_REF,
+};
 use hypercall_abi::hypercall::{
     Features, HYPERCALL_SLOTS, HYPERCALL_STUB_SIZE, VERSION_ABI, VERSION_FEATURES,
 };
 use hypercall_abi::mm::{MmuUpdate, MmuextOp};
 use hypercall_abi::multicall::MulticallEntry;
-use hypercall_abi::sched::{SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH};
+use hypercall_abi::sched::{
+    SchedPoll, SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH,
+};
 use hypercall_abi::trap::TrapInfo;
 use hypercall_abi::{DomId, Errno, Hypercall};
 
@@ -433,6 +447,227 @@ pub unsafe fn multicall(calls: &mut [MulticallEntry]) -> Result<(), Errno> {
         )
     };
     Errno::check(ret).map(drop)
+}
+
+/// `evtchn_op(cmd, port)` for the sub-commands whose argument is the port
+/// itself (`SEND`, `CLOSE`, `UNMASK`; EVT-1).
+fn evtchn_port_op(cmd: u64, port: Port) -> Result<(), Errno> {
+    // SAFETY: these sub-commands read and write no guest memory; the port is
+    // passed by value.
+    let ret = unsafe { stub_call!(Hypercall::EvtchnOp, "rdi" = cmd, "rsi" = u64::from(port)) };
+    Errno::check(ret).map(drop)
+}
+
+/// `evtchn_op(cmd, &mut arg)` for the sub-commands that take a structure,
+/// copied in once and written back (EVT-1). Callers pair each `cmd` with its
+/// structure from `hypercall_abi::evtchn`.
+fn evtchn_struct_op<T>(cmd: u64, arg: &mut T) -> Result<(), Errno> {
+    // SAFETY: `arg` is valid for reads and writes of one `T`, and nothing else
+    // refers to it during the call; every `T` used here is a `repr(C)`
+    // structure of plain integers, so any bytes written back make a valid `T`.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::EvtchnOp,
+            "rdi" = cmd,
+            "rsi" = arg as *mut T as u64
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// `EVTCHNOP_SEND` (EVT-2): notifies the other end of `port` (an
+/// interdomain or IPI port; dropped on an unbound one).
+pub fn evtchn_send(port: Port) -> Result<(), Errno> {
+    evtchn_port_op(EVTCHNOP_SEND, port)
+}
+
+/// `EVTCHNOP_CLOSE` (EVT-1): frees `port`; an interdomain peer falls back to
+/// unbound.
+pub fn evtchn_close(port: Port) -> Result<(), Errno> {
+    evtchn_port_op(EVTCHNOP_CLOSE, port)
+}
+
+/// `EVTCHNOP_UNMASK` (EVT-3): clears the mask bit of `port` and raises the
+/// upcall if it is pending.
+pub fn evtchn_unmask(port: Port) -> Result<(), Errno> {
+    evtchn_port_op(EVTCHNOP_UNMASK, port)
+}
+
+/// `EVTCHNOP_ALLOC_UNBOUND`: a new port that `remote_dom` may bind to.
+pub fn evtchn_alloc_unbound(remote_dom: DomId) -> Result<Port, Errno> {
+    let mut arg = EvtchnAllocUnbound {
+        remote_dom,
+        port: 0,
+    };
+    evtchn_struct_op(EVTCHNOP_ALLOC_UNBOUND, &mut arg)?;
+    Ok(arg.port)
+}
+
+/// `EVTCHNOP_BIND_INTERDOMAIN`: connects to `remote_dom`'s unbound
+/// `remote_port` (which must name this domain); returns the local port.
+pub fn evtchn_bind_interdomain(remote_dom: DomId, remote_port: Port) -> Result<Port, Errno> {
+    let mut arg = EvtchnBindInterdomain {
+        remote_dom,
+        remote_port,
+        local_port: 0,
+        pad: 0,
+    };
+    evtchn_struct_op(EVTCHNOP_BIND_INTERDOMAIN, &mut arg)?;
+    Ok(arg.local_port)
+}
+
+/// `EVTCHNOP_BIND_VIRQ`: a port for `virq` (`VIRQ_*`), notifying `vcpu`.
+pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<Port, Errno> {
+    let mut arg = EvtchnBindVirq {
+        virq,
+        vcpu,
+        port: 0,
+        pad: 0,
+    };
+    evtchn_struct_op(EVTCHNOP_BIND_VIRQ, &mut arg)?;
+    Ok(arg.port)
+}
+
+/// `EVTCHNOP_BIND_IPI`: a port whose sends notify this domain's `vcpu`.
+pub fn evtchn_bind_ipi(vcpu: u32) -> Result<Port, Errno> {
+    let mut arg = EvtchnBindIpi { vcpu, port: 0 };
+    evtchn_struct_op(EVTCHNOP_BIND_IPI, &mut arg)?;
+    Ok(arg.port)
+}
+
+/// `EVTCHNOP_BIND_VCPU`: from now on `port` notifies `vcpu`.
+pub fn evtchn_bind_vcpu(port: Port, vcpu: u32) -> Result<(), Errno> {
+    let mut arg = EvtchnBindVcpu { port, vcpu };
+    // BIND_VCPU only reads its structure; the write-back is harmless.
+    evtchn_struct_op(EVTCHNOP_BIND_VCPU, &mut arg)
+}
+
+/// `EVTCHNOP_STATUS`: what one of this domain's ports is.
+pub fn evtchn_status(port: Port) -> Result<EvtchnStatus, Errno> {
+    let mut arg = EvtchnStatus {
+        port,
+        ..EvtchnStatus::default()
+    };
+    evtchn_struct_op(EVTCHNOP_STATUS, &mut arg)?;
+    Ok(arg)
+}
+
+/// `sched_op(SCHEDOP_BLOCK)` (HC-12, EVT-6): clears this vCPU's
+/// `evtchn_upcall_mask` and blocks until an event sets
+/// `evtchn_upcall_pending` (at once if it is set); the upcall is delivered on
+/// the way out. Guests normally use [`crate::events::wait_until`].
+pub fn sched_block() {
+    // SAFETY: blocking reads and writes no guest memory (the upcall it may
+    // deliver is the event callback's business).
+    let ret = unsafe { stub_call!(Hypercall::SchedOp, "rdi" = SCHEDOP_BLOCK, "rsi" = 0u64) };
+    debug_assert!(ret >= 0, "sched_op(block) failed: {ret}");
+}
+
+/// `sched_op(SCHEDOP_POLL)` (HC-12): blocks until one of `ports` (1 ..= 8
+/// open ports of this domain) is pending, masked or not. Does not touch the
+/// upcall mask or clear anything.
+pub fn sched_poll(ports: &[Port]) -> Result<(), Errno> {
+    let poll = SchedPoll {
+        ports: ports.as_ptr() as u64,
+        nr_ports: u32::try_from(ports.len()).unwrap_or(u32::MAX),
+        pad: 0,
+        timeout: 0,
+    };
+    // SAFETY: `poll` and the `ports` it points at are valid for reads for the
+    // whole call; the hypervisor only reads them.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::SchedOp,
+            "rdi" = SCHEDOP_POLL,
+            "rsi" = &poll as *const SchedPoll as u64
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// `grant_table_op(cmd, ops, count)` (GNT-*), raw.
+///
+/// # Safety
+/// 1. `ops` must be valid for reads and writes of `count` operations of the
+///    structure `cmd` takes, which nothing else uses during the call.
+/// 2. The operation's effect must be acceptable to the Rust program (see the
+///    typed wrappers' contracts).
+unsafe fn grant_table_op(cmd: u64, ops: u64, count: usize) -> Result<(), Errno> {
+    // SAFETY: obligations 1 and 2 of the caller.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::GrantTableOp,
+            "rdi" = cmd,
+            "rsi" = ops,
+            "rdx" = count as u64
+        )
+    };
+    Errno::check(ret).map(drop)
+}
+
+/// `GNTTABOP_SETUP_TABLE` (GNT-1): the frames `mfns` (at most 4, owned by
+/// this domain) become its grant table; an empty list drops the table.
+///
+/// # Safety
+/// 1. Each frame must be dedicated to the grant table: the hypervisor keeps
+///    a writable use of it and sets `GTF_READING`/`GTF_WRITING` bits in its
+///    entries, so no Rust reference may cover it and no other code may use it.
+pub unsafe fn grant_setup_table(mfns: &[u64]) -> Result<(), Errno> {
+    let mut setup = GnttabSetupTable {
+        nr_frames: u32::try_from(mfns.len()).unwrap_or(u32::MAX),
+        pad: 0,
+        frame_list: mfns.as_ptr() as u64,
+    };
+    // SAFETY: `setup` and the list it points at are valid for the call;
+    // obligation 1 covers what the table frames are used for afterwards.
+    unsafe { grant_table_op(GNTTABOP_SETUP_TABLE, &mut setup as *mut _ as u64, 1) }
+}
+
+/// `GNTTABOP_QUERY_SIZE` (GNT-1): `(nr_frames, max_nr_frames)` of this
+/// domain's table.
+pub fn grant_query_size() -> Result<GnttabQuerySize, Errno> {
+    let mut size = GnttabQuerySize::default();
+    // SAFETY: `size` is valid for one write of its plain-integer structure;
+    // the query changes nothing else.
+    unsafe { grant_table_op(GNTTABOP_QUERY_SIZE, &mut size as *mut _ as u64, 1)? };
+    Ok(size)
+}
+
+/// `GNTTABOP_MAP_GRANT_REF` (GNT-3) for each of `ops` (at most 512); each
+/// gets its own `status` and `handle`. `Err` only when the batch itself is
+/// refused (`E2BIG`, `EFAULT`).
+///
+/// A map only fills an L1 entry that was empty (`-EBUSY` otherwise), so it
+/// never replaces memory the program uses.
+pub fn grant_map(ops: &mut [GnttabMapGrantRef]) -> Result<(), Errno> {
+    // SAFETY: `ops` is valid for reads and writes of `ops.len()` operations
+    // of plain integers; each map writes only an empty L1 entry.
+    unsafe { grant_table_op(GNTTABOP_MAP_GRANT_REF, ops.as_mut_ptr() as u64, ops.len()) }
+}
+
+/// `GNTTABOP_UNMAP_GRANT_REF` (GNT-3) for each of `ops`; per-op `status`.
+///
+/// # Safety
+/// 1. No Rust reference may cover the pages being unmapped (the kit reaches
+///    grant mappings only through raw volatile accesses, see
+///    [`crate::ring::SharedPage`]).
+pub unsafe fn grant_unmap(ops: &mut [GnttabUnmapGrantRef]) -> Result<(), Errno> {
+    // SAFETY: `ops` is valid for reads and writes of `ops.len()` operations;
+    // obligation 1 covers the removed mappings.
+    unsafe { grant_table_op(GNTTABOP_UNMAP_GRANT_REF, ops.as_mut_ptr() as u64, ops.len()) }
+}
+
+/// `GNTTABOP_COPY` (GNT-4) for each of `ops` (at most 512); per-op `status`.
+///
+/// # Safety
+/// 1. Every destination that is one of this domain's own frames (no
+///    `GNTCOPY_DEST_GREF`) must not be memory Rust code uses through
+///    references: e.g. a [`crate::mm::Frame`] the caller holds, accessed only
+///    through its methods.
+pub unsafe fn grant_copy(ops: &mut [GnttabCopy]) -> Result<(), Errno> {
+    // SAFETY: `ops` is valid for reads and writes of `ops.len()` operations;
+    // obligation 1 covers the destinations.
+    unsafe { grant_table_op(GNTTABOP_COPY, ops.as_mut_ptr() as u64, ops.len()) }
 }
 
 /// A batched call's return value and `done` count as a `Result`.

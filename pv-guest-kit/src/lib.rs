@@ -15,6 +15,13 @@
 //!   fault-tolerant probes.
 //! - [`user`]: guest user mode — user programs in their own address spaces,
 //!   their syscalls and faults.
+//! - [`events`]: event channels — ports, per-port handlers run by the event
+//!   upcall, the upcall mask, and [`events::wait_until`] (blocks, no CPU).
+//! - [`grants`]: grant tables — lending frames ([`grants::GrantTable`]),
+//!   mapping and copying others' ([`grants::map_grant_ref`],
+//!   [`grants::grant_copy`]).
+//! - [`ring`]: shared rings over a granted page with an event channel
+//!   ([`ring::Frontend`], [`ring::Backend`]).
 //! - [`cmdline`], [`bench`]: portable helpers, unit-tested on the host.
 //! - the panic handler (kernel target only): report, flush, `SHUTDOWN_CRASH`.
 //!
@@ -39,11 +46,15 @@ pub use log;
 pub mod console;
 
 pub mod bench;
+mod callbacks;
 pub mod cmdline;
+pub mod events;
+pub mod grants;
 pub mod hypercall;
 pub mod logger;
 pub mod mm;
 pub mod note;
+pub mod ring;
 pub mod start;
 pub mod traps;
 pub mod user;

@@ -15,6 +15,11 @@
 //!    which returns to `ctx.rip` with `ctx.rsp`, `ctx.rflags` (arithmetic
 //!    flags and DF only; the hypervisor masks the rest) and the registers.
 //!
+//! The same stub shape serves the user-mode syscall callback (pseudo-vector
+//! [`SYSCALL_VECTOR`], see [`crate::user`]) and the event callback
+//! ([`EVENT_VECTOR`]): the dispatcher hands an event upcall to
+//! [`crate::events`] before anything else.
+//!
 //! Handlers run on the interrupted stack (guest kernel mode), with events as
 //! they were. A fault inside a handler is the hypervisor's to judge: a fault of
 //! the vector being handled kills the domain.
@@ -39,6 +44,10 @@ pub const KIT_VECTORS: [u8; 17] = [0, 1, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 16, 
 /// The `vector` the kit's syscall stub records in a [`TrapContext`]: not an
 /// exception vector; the frame's flags have `FRAME_FLAG_SYSCALL` (MM-7).
 pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// The `vector` the kit's event stub records in a [`TrapContext`]: an event
+/// upcall (EVT-5), not an exception; handled by [`crate::events`].
+pub const EVENT_VECTOR: u64 = 0x101;
 
 /// Whether the kit's trap table handles `vector`.
 pub const fn is_kit_vector(vector: u8) -> bool {
@@ -209,6 +218,12 @@ pub fn report_unhandled(ctx: &TrapContext) -> ! {
 ///
 /// Returns when the interrupted context may resume as `ctx` now describes it.
 pub fn dispatch(ctx: &mut TrapContext) {
+    if ctx.vector == EVENT_VECTOR {
+        // An upcall, from kernel or user mode alike: the iret goes back to
+        // wherever it interrupted (the frame's flags say which mode).
+        crate::events::upcall();
+        return;
+    }
     if ctx.flags & FRAME_FLAG_USER_MODE != 0 && crate::user::on_user_event(ctx) {
         return;
     }
@@ -279,6 +294,27 @@ core::arch::global_asm!(
     "push {syscall_vector}",
     "jmp .Lpv_trap_common",
     "",
+    // The event callback (EVT-5): the same frame, another pseudo-vector.
+    ".p2align 4",
+    ".Lpv_event_entry:",
+    "push r15",
+    "push r14",
+    "push r13",
+    "push r12",
+    "push r11",
+    "push r10",
+    "push r9",
+    "push r8",
+    "push rbp",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push rcx",
+    "push rbx",
+    "push rax",
+    "push {event_vector}",
+    "jmp .Lpv_trap_common",
+    "",
     ".p2align 4",
     ".Lpv_trap_common:",
     "mov rdi, rsp",
@@ -317,9 +353,13 @@ core::arch::global_asm!(
     ".globl __pv_guest_kit_syscall_entry",
     "__pv_guest_kit_syscall_entry:",
     ".quad .Lpv_syscall_entry",
+    ".globl __pv_guest_kit_event_entry",
+    "__pv_guest_kit_event_entry:",
+    ".quad .Lpv_event_entry",
     ".popsection",
     dispatch = sym trap_entry,
     syscall_vector = const SYSCALL_VECTOR,
+    event_vector = const EVENT_VECTOR,
     page = sym crate::hypercall::HYPERCALL_PAGE,
     iret = const crate::hypercall::stub_offset(hypercall_abi::Hypercall::Iret),
 );
@@ -356,6 +396,25 @@ pub fn syscall_entry_point() -> u64 {
         // SAFETY: the asm above defines it as one initialised quad in
         // read-only memory; nothing writes it.
         unsafe { __pv_guest_kit_syscall_entry }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        0
+    }
+}
+
+/// Address of the kit's event stub, the event callback (EVT-5, registered
+/// by [`crate::events`]; 0 on the host).
+pub fn event_entry_point() -> u64 {
+    #[cfg(target_os = "none")]
+    {
+        extern "C" {
+            /// The stub's address (defined in the asm above).
+            static __pv_guest_kit_event_entry: u64;
+        }
+        // SAFETY: the asm above defines it as one initialised quad in
+        // read-only memory; nothing writes it.
+        unsafe { __pv_guest_kit_event_entry }
     }
     #[cfg(not(target_os = "none"))]
     {

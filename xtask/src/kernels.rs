@@ -213,6 +213,8 @@ mod tests {
             "mmtest",
             "userland",
             "attacker",
+            "pingpong",
+            "grant-attacker",
         ] {
             assert!(all.iter().any(|g| g == bin), "{bin} missing from {all:?}");
         }

@@ -66,7 +66,7 @@ pub struct Vcpu {
     pub callbacks: Callbacks,
     /// Vectors whose handlers are running (bounced, not yet returned with iret),
     /// innermost last.
-    pub active_traps: heapless::Vec<u8, 4>,
+    pub active_traps: heapless::Vec<u8, 8>,
     /// In syscall-floor mode (`bench_op`).
     pub floor_mode: bool,
     /// Blocked in `sched_op(block)` or `sched_op(poll)`, not runnable.

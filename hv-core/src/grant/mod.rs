@@ -349,7 +349,9 @@ impl Grants {
             return Err(Errno::EINVAL);
         };
         // Clear the entry if it is still there in a live L1 of the mapper.
-        if pt.table_level(m.l1, mapper) == Ok(1) && pt.mem.read_entry(m.l1, m.index) == m.pte {
+        // The CPU may have set Accessed and Dirty since the map.
+        let same = |e: u64| e & !(pte::A | pte::D) == m.pte & !(pte::A | pte::D);
+        if pt.table_level(m.l1, mapper) == Ok(1) && same(pt.mem.read_entry(m.l1, m.index)) {
             pt.mem.write_entry(m.l1, m.index, 0);
         }
         let freed = self.drop_mapping(mem, pt, &m);
@@ -751,6 +753,8 @@ mod tests {
             w.run(|_, pt, _| pt.update_entry(24, 0, (14 << 12) | pte::P | pte::RW, 2)),
             Err(crate::mm::pagetable::MmError::Busy)
         );
+        // The CPU sets Accessed/Dirty on use; unmap must still clear the entry.
+        w.mem.borrow_mut()[24][0] |= pte::A | pte::D;
         // Unmap twice: the second fails.
         w.run(|g, pt, m| g.unmap(m, pt, 2, h, 0x1000)).unwrap();
         assert_eq!(

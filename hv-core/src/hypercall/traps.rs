@@ -136,6 +136,9 @@ pub fn iret(frame: &mut TrapFrame) -> Result<(), Errno> {
 /// Enters guest kernel code at `handler` with an `ExceptionFrame` describing
 /// the interrupted context: on the interrupted stack in kernel mode, on the
 /// `stack_switch` stack (after switching to kernel mode) in user mode.
+/// Marks an event upcall among the running handlers (not an exception vector).
+pub const EVENT_MARKER: u8 = 0xff;
+
 /// What is being delivered to the guest kernel.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -178,7 +181,10 @@ pub fn deliver(
     }
     let sp = (base & !15).wrapping_sub(core::mem::size_of::<ExceptionFrame>() as u64);
     let record = ExceptionFrame {
-        error_code: frame.error_code,
+        error_code: match kind {
+            Delivery::Exception(_) => frame.error_code,
+            Delivery::Syscall | Delivery::Event => 0,
+        },
         cr2,
         flags,
         rip: frame.rip,
@@ -192,7 +198,14 @@ pub fn deliver(
             "its kernel stack at {sp:#x} is not writable, cannot deliver"
         ));
     }
-    if let Delivery::Exception(v) = kind {
+    // Every delivery but a user syscall (which returns to user mode) is
+    // matched by one `iret`, which pops it.
+    let marker = match kind {
+        Delivery::Exception(v) => Some(v),
+        Delivery::Event => Some(EVENT_MARKER),
+        Delivery::Syscall => None,
+    };
+    if let Some(v) = marker {
         if vcpu.active_traps.push(v).is_err() {
             return Err(String::from("exceptions nested too deeply"));
         }

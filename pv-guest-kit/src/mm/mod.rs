@@ -9,7 +9,8 @@
 //! - [`pagetable`]: [`AddressSpace`], the page-table manager, with batched
 //!   `mmu_update`s ([`flush`], [`set_batch_limit`], [`stats`]);
 //! - [`probe`]: reads and writes that report a #PF instead of dying;
-//! - [`physmap`]: the only code that dereferences addresses.
+//! - [`physmap`]: the only code that dereferences addresses;
+//! - [`va`]: address ranges with page tables but no mappings, for grant maps.
 //!
 //! `kit_start` calls [`init`] before `main`.
 //!
@@ -25,6 +26,7 @@ mod mmu;
 pub mod pagetable;
 pub mod physmap;
 pub mod probe;
+pub mod va;
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -38,6 +40,7 @@ pub use pagetable::{
     clear_user, current_kernel_base, flush, invlpg, set_batch_limit, stats, tlb_flush_local,
     AddressSpace, MmStats, ReadOnlyFrame, SpaceKind, Translation,
 };
+pub use va::{reserve_va, VaRange};
 
 /// Heap size cap (4 MiB).
 pub const HEAP_MAX_PAGES: u64 = 1024;
@@ -216,6 +219,8 @@ pub enum MmError {
     Update { ptr: u64, val: u64, errno: Errno },
     /// `mmuext_op` command `cmd` on `arg` failed with `errno`.
     Ext { cmd: u32, arg: u64, errno: Errno },
+    /// The region for reserved address ranges ([`reserve_va`]) is used up.
+    NoAddressSpace,
 }
 
 impl fmt::Display for MmError {
@@ -233,6 +238,7 @@ impl fmt::Display for MmError {
             MmError::Ext { cmd, arg, errno } => {
                 write!(f, "mmuext_op(cmd={cmd}, arg={arg:#x}) failed: {errno}")
             }
+            MmError::NoAddressSpace => write!(f, "reserved address space used up"),
         }
     }
 }

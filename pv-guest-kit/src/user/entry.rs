@@ -199,7 +199,6 @@ pub(super) fn install_kernel_entry() -> Result<(), hypercall_abi::Errno> {
     // SAFETY: `top` is the 16-byte-aligned end of a leaked heap block used by
     // nothing else, large enough for the kit's trap path.
     unsafe { crate::hypercall::stack_switch(top)? };
-    // SAFETY: the syscall stub follows the callback protocol of MM-7: it is
-    // entered with rsp at an ExceptionFrame and leaves through `iret`.
-    unsafe { crate::hypercall::set_callbacks(0, 0, crate::traps::syscall_entry_point()) }
+    // Registered together with the event callback, which stays in place.
+    crate::callbacks::install_syscall()
 }

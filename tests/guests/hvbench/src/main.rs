@@ -1,7 +1,15 @@
 //! `hvbench`: the null hypercall next to its hardware floor, measured in the
 //! same boot (DESIGN "Benchmarks"; HC-18), then the PV MMU operations
 //! ([`mm`]: `mmu_update` per PTE by batch size, `update_va_mapping`,
-//! `multicall`, pin/unpin, `NEW_BASEPTR`, TLB flush).
+//! `multicall`, pin/unpin, `NEW_BASEPTR`, TLB flush), then event channels
+//! ([`evtchn`]) and grant tables ([`grant`]).
+//!
+//! Command line: `echo=<domid>` names the echo domain (`pingpong
+//! role=echo`) the event round trip and the grant figures need; without it
+//! they are skipped. The port for it is the first this domain allocates
+//! (port 1), before anything else, as the echo domain expects; upcalls stay
+//! masked until the event figures (no upcall may arrive in syscall-floor
+//! mode, where the `iret` hypercall does not work).
 //!
 //! The first three figures are the per-iteration TSC delta of 64 batches ×
 //! 1000 iterations; the MMU figures use fewer iterations for the expensive
@@ -11,11 +19,16 @@
 
 extern crate alloc;
 
+mod evtchn;
+mod grant;
 mod mm;
 
 use hypercall_abi::hypercall::VERSION_ABI;
 use hypercall_abi::start_info::StartInfo;
+use hypercall_abi::DomId;
 use pv_guest_kit::bench::{measure, Hundredths, Stats};
+use pv_guest_kit::cmdline::Args;
+use pv_guest_kit::events;
 use pv_guest_kit::hypercall::{bench_syscall_floor, version};
 use pv_guest_kit::println;
 
@@ -26,7 +39,19 @@ const BATCHES: usize = 64;
 /// Iterations per batch.
 const ITERS: u64 = 1000;
 
-fn kmain(_si: &'static StartInfo) {
+fn kmain(si: &'static StartInfo) {
+    let echo = Args::new(si.cmdline_str())
+        .get_u64("echo")
+        .map(|domid| domid as DomId);
+    // First of all: the port the echo domain binds to (port 1). Upcalls stay
+    // masked until the event figures.
+    events::disable();
+    let echo_port = echo.map(|domid| match events::alloc_unbound(domid) {
+        Ok(port) if port == 1 => port,
+        Ok(port) => panic!("hvbench: the echo port is {port}, the echo domain expects 1"),
+        Err(err) => panic!("hvbench: allocating the echo port: {err}"),
+    });
+
     let null = measure(BATCHES, ITERS, || {
         let _ = version(VERSION_ABI);
     });
@@ -55,6 +80,25 @@ fn kmain(_si: &'static StartInfo) {
     }
 
     mm::run();
+
+    evtchn::run_local();
+    match (echo, echo_port) {
+        (Some(domid), Some(port)) => {
+            evtchn::run_pingpong(port);
+            grant::run(domid, port);
+        }
+        _ => println!(
+            "hvbench: no echo domain (echo=<domid>); event round trip and grant figures skipped"
+        ),
+    }
+}
+
+/// Prints a figure as a human line and a `BENCH` line (`per`: operations per
+/// iteration).
+pub(crate) fn report(name: &str, what: &str, stats: Stats, per: u64) {
+    let (min, median) = (stats.min / per, stats.median / per);
+    println!("{what}: min {min} median {median} cycles");
+    println!("BENCH name={name} value={median} unit=cycles");
 }
 
 /// Measures a bare `syscall` round trip in syscall-floor mode. Between

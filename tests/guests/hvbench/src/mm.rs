@@ -16,10 +16,11 @@ use hypercall_abi::mm::{
 };
 use hypercall_abi::multicall::MulticallEntry;
 use hypercall_abi::{Hypercall, PAGE_SIZE};
-use pv_guest_kit::bench::{measure, Stats};
+use pv_guest_kit::bench::measure;
 use pv_guest_kit::hypercall::{self, BatchError};
 use pv_guest_kit::mm::{self, AddressSpace, Frame, MmError};
-use pv_guest_kit::println;
+
+use crate::report;
 
 /// Scratch region: one L1 table's worth of pages (2 MiB aligned).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
@@ -32,13 +33,6 @@ fn or_die<T>(result: Result<T, MmError>, what: &str) -> T {
         Ok(value) => value,
         Err(err) => panic!("hvbench: {what}: {err}"),
     }
-}
-
-/// Prints a figure as a human line and a `BENCH` line.
-fn report(name: &str, what: &str, stats: Stats, per: u64) {
-    let (min, median) = (stats.min / per, stats.median / per);
-    println!("{what}: min {min} median {median} cycles");
-    println!("BENCH name={name} value={median} unit=cycles");
 }
 
 /// `mmu_update` of the scratch table's entries (all of them are in the
