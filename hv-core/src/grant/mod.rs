@@ -134,7 +134,11 @@ impl Grants {
     }
 
     /// Pins `(granter, gref)` for `user` (reading, or writing too) and returns
-    /// the frame (GNT protocol step 2).
+    /// the frame (GNT protocol step 2). A `track`ed use (a mapping) is counted
+    /// in the active grant until [`Grants::release`]; an untracked one (a
+    /// copy, which ends before hv-core returns) is ended with
+    /// [`Grants::release_transient`].
+    #[allow(clippy::too_many_arguments)]
     fn acquire<M: TableMemory>(
         &mut self,
         mem: &mut dyn GrantMemory,
@@ -143,6 +147,7 @@ impl Grants {
         gref: GrantRef,
         user: DomId,
         write: bool,
+        track: bool,
     ) -> Result<Mfn, Errno> {
         let table = self.tables.get_mut(&granter).ok_or(Errno::ENOENT)?;
         let frame = *table
@@ -192,6 +197,9 @@ impl Grants {
             // The check above took a writable use; the mapping takes its own.
             pt.put_writable(mfn);
         }
+        if !track {
+            return Ok(mfn);
+        }
         let a = table.active.entry(gref).or_insert(Active {
             mfn,
             readers: 0,
@@ -203,6 +211,21 @@ impl Grants {
             a.readers += 1;
         }
         Ok(mfn)
+    }
+
+    /// Ends an untracked use: clears the in-use flags no tracked use needs.
+    fn release_transient(&mut self, mem: &mut dyn GrantMemory, granter: DomId, gref: GrantRef) {
+        let Some(table) = self.tables.get(&granter) else {
+            return;
+        };
+        let clear = match table.active.get(&gref) {
+            None => GTF_READING | GTF_WRITING,
+            Some(a) if a.writers == 0 => GTF_WRITING,
+            Some(_) => 0,
+        };
+        if let Some(&frame) = table.frames.get((gref / GRANT_ENTRIES_PER_FRAME) as usize) {
+            mem.and(frame, entry_offset(gref), u32::from(!clear) | 0xffff_0000);
+        }
     }
 
     /// Ends one use of `(granter, gref)`; the last one clears the in-use flags.
@@ -263,7 +286,7 @@ impl Grants {
             }
             None => return Err(Errno::ENOSPC),
         };
-        let mfn = self.acquire(mem, pt, granter, gref, mapper, write)?;
+        let mfn = self.acquire(mem, pt, granter, gref, mapper, write, true)?;
         let taken = pt.get_page(mfn, granter).and_then(|()| {
             if write {
                 pt.get_type(mfn, granter, FrameType::Writable)
@@ -391,6 +414,7 @@ impl Grants {
                 gref_of(&op.source)?,
                 caller,
                 false,
+                false,
             )?
         } else {
             pt.get_page(op.source.ref_or_mfn, caller).map_err(errno)?;
@@ -400,7 +424,7 @@ impl Grants {
             |g: &mut Grants, mem: &mut dyn GrantMemory, pt: &mut PageTables<'_, '_, M>| {
                 if src_gref {
                     if let Ok(r) = gref_of(&op.source) {
-                        g.release(mem, op.source.domid, r, false);
+                        g.release_transient(mem, op.source.domid, r);
                     }
                 } else {
                     pt.put_page(src);
@@ -410,13 +434,13 @@ impl Grants {
         let dst_gref = op.flags & GNTCOPY_DEST_GREF != 0;
         let dst = if dst_gref {
             match gref_of(&op.dest)
-                .and_then(|r| self.acquire(mem, pt, op.dest.domid, r, caller, true))
+                .and_then(|r| self.acquire(mem, pt, op.dest.domid, r, caller, true, false))
             {
                 Ok(mfn) => match pt.get_writable(mfn, op.dest.domid) {
                     Ok(()) => Ok(mfn),
                     Err(e) => {
                         if let Ok(r) = gref_of(&op.dest) {
-                            self.release(mem, op.dest.domid, r, true);
+                            self.release_transient(mem, op.dest.domid, r);
                         }
                         Err(errno(e))
                     }
@@ -445,7 +469,7 @@ impl Grants {
         pt.put_writable(dst);
         if dst_gref {
             if let Ok(r) = gref_of(&op.dest) {
-                self.release(mem, op.dest.domid, r, true);
+                self.release_transient(mem, op.dest.domid, r);
             }
         }
         release_src(self, mem, pt);
