@@ -5,6 +5,7 @@
 //! local APIC timer every time slice. Weights, caps and SMP come later on the
 //! same interface.
 
+pub mod policy;
 pub mod runqueue;
 
 #[cfg(target_os = "none")]
