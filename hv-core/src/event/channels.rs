@@ -12,7 +12,6 @@
 //!   bind again since domain ids are not reused).
 //! - A VIRQ is bound to at most one port of a domain.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use hypercall_abi::evtchn::{Port, NR_VIRQS};
@@ -55,6 +54,57 @@ struct DomainPorts {
     virqs: [Port; NR_VIRQS as usize],
 }
 
+/// Per-domain state indexed directly by domain id (ids are small and never
+/// reused): one bounds check instead of a tree search on the send path.
+struct DomMap<T> {
+    slots: Vec<Option<T>>,
+}
+
+impl<T: Default> DomMap<T> {
+    const fn new() -> Self {
+        DomMap { slots: Vec::new() }
+    }
+
+    fn get(&self, dom: &DomId) -> Option<&T> {
+        self.slots.get(*dom as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, dom: &DomId) -> Option<&mut T> {
+        self.slots.get_mut(*dom as usize)?.as_mut()
+    }
+
+    fn contains_key(&self, dom: &DomId) -> bool {
+        self.get(dom).is_some()
+    }
+
+    fn insert_default(&mut self, dom: DomId) {
+        let i = dom as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].is_none() {
+            self.slots[i] = Some(T::default());
+        }
+    }
+
+    fn remove(&mut self, dom: &DomId) -> Option<T> {
+        self.slots.get_mut(*dom as usize)?.take()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (DomId, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((i as DomId, d.as_ref()?)))
+    }
+}
+
+impl<T: Default> Default for DomMap<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Sets a port pending (and notifies), as the hypervisor does for real.
 pub trait EventSink {
     fn set_pending(&mut self, dom: DomId, port: Port, vcpu: u32);
@@ -63,19 +113,19 @@ pub trait EventSink {
 /// Every domain's ports.
 #[derive(Default)]
 pub struct EventChannels {
-    domains: BTreeMap<DomId, DomainPorts>,
+    domains: DomMap<DomainPorts>,
 }
 
 impl EventChannels {
     pub const fn new() -> EventChannels {
         EventChannels {
-            domains: BTreeMap::new(),
+            domains: DomMap::new(),
         }
     }
 
     /// Makes `dom` known (at domain creation).
     pub fn add_domain(&mut self, dom: DomId) {
-        self.domains.entry(dom).or_default();
+        self.domains.insert_default(dom);
     }
 
     fn ports(&mut self, dom: DomId) -> Result<&mut DomainPorts, Errno> {
@@ -295,7 +345,7 @@ impl EventChannels {
 
     /// Checks the invariants; the first breach, described.
     pub fn check(&self) -> Result<(), &'static str> {
-        for (&dom, d) in &self.domains {
+        for (dom, d) in self.domains.iter() {
             if d.ports
                 .first()
                 .is_some_and(|c| c.state != ChannelState::Free)
