@@ -270,7 +270,10 @@ pub fn reap_dead_domains() {
         let Some(mut domain) = table.domains.remove(&domid) else {
             continue;
         };
-        crate::event::delivery::EVENTS.lock().remove_domain(domid);
+        crate::event::delivery::EVENTS.lock().remove_domain(
+            domid,
+            &mut crate::event::delivery::Notifier { table: &mut table },
+        );
         domain.flush_console();
         let mut grants = crate::grant::live::GRANTS.lock();
         let released = live::with_page_tables(|pt| {

@@ -325,8 +325,10 @@ impl EventChannels {
                 .is_some_and(|s| s != ChannelState::Free)
     }
 
-    /// Forgets a dead domain; its peers' ports fall back to unbound.
-    pub fn remove_domain(&mut self, dom: DomId) {
+    /// Forgets a dead domain; its peers' ports fall back to unbound and are
+    /// set pending through `sink`, so a peer waiting on one wakes and sees
+    /// the channel unbound (EVT-4).
+    pub fn remove_domain(&mut self, dom: DomId, sink: &mut dyn EventSink) {
         let Some(d) = self.domains.remove(&dom) else {
             return;
         };
@@ -338,6 +340,8 @@ impl EventChannels {
             {
                 if let Ok(peer) = self.channel(remote, remote_port) {
                     peer.state = ChannelState::Unbound { remote: dom };
+                    let vcpu = peer.vcpu;
+                    sink.set_pending(remote, remote_port, vcpu);
                 }
             }
         }
@@ -445,7 +449,9 @@ mod tests {
         assert_eq!(sink.0, vec![(0, v, 0), (5, i, 0)]);
         let u = ev.alloc_unbound(0, 5).unwrap();
         let b = ev.bind_interdomain(5, 0, u).unwrap();
-        ev.remove_domain(5);
+        let mut sink = Record::default();
+        ev.remove_domain(5, &mut sink);
+        assert_eq!(sink.0, vec![(0, u, 0)], "the surviving peer is notified");
         assert_eq!(
             ev.status(0, u).unwrap().0,
             ChannelState::Unbound { remote: 5 }
@@ -511,7 +517,7 @@ mod tests {
                     Op::Ipi(a) => { let _ = ev.bind_ipi(a, 0); }
                     Op::Close(a, q) => { let _ = ev.close(a, q); }
                     Op::Send(a, q) => { let _ = ev.send(a, q, &mut sink); }
-                    Op::Kill(a) => { ev.remove_domain(a); dead.insert(a); }
+                    Op::Kill(a) => { ev.remove_domain(a, &mut sink); dead.insert(a); }
                     // Domain ids are never reused: a dead one stays dead.
                     Op::Create(a) => if !dead.contains(&a) { ev.add_domain(a) },
                 }
