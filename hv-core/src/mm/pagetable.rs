@@ -522,6 +522,15 @@ mod tests {
         flushes: u32,
     }
 
+    impl Sim {
+        fn new() -> Sim {
+            Sim {
+                tables: vec![[0; ENTRIES]; FRAMES],
+                flushes: 0,
+            }
+        }
+    }
+
     impl TableMemory for Sim {
         fn read_entry(&self, mfn: Mfn, index: usize) -> u64 {
             self.tables[mfn as usize][index]
@@ -562,10 +571,7 @@ mod tests {
     fn a_table_mapped_writable_is_refused_and_vice_versa() {
         let mut storage = vec![FrameInfo::RESERVED; FRAMES];
         let mut ft = table(&mut storage);
-        let mut sim = Sim {
-            tables: vec![[0; ENTRIES]; FRAMES],
-            flushes: 0,
-        };
+        let mut sim = Sim::new();
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
@@ -593,10 +599,7 @@ mod tests {
     fn foreign_hypervisor_and_reserved_frames_are_refused() {
         let mut storage = vec![FrameInfo::RESERVED; FRAMES];
         let mut ft = table(&mut storage);
-        let mut sim = Sim {
-            tables: vec![[0; ENTRIES]; FRAMES],
-            flushes: 0,
-        };
+        let mut sim = Sim::new();
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
@@ -640,10 +643,7 @@ mod tests {
     fn no_linear_tables_no_superpages_no_hypervisor_slots() {
         let mut storage = vec![FrameInfo::RESERVED; FRAMES];
         let mut ft = table(&mut storage);
-        let mut sim = Sim {
-            tables: vec![[0; ENTRIES]; FRAMES],
-            flushes: 0,
-        };
+        let mut sim = Sim::new();
         let mut pt = PageTables {
             frames: &mut ft,
             mem: &mut sim,
@@ -691,10 +691,7 @@ mod tests {
     fn failed_validation_rolls_back() {
         let mut storage = vec![FrameInfo::RESERVED; FRAMES];
         let mut ft = table(&mut storage);
-        let mut sim = Sim {
-            tables: vec![[0; ENTRIES]; FRAMES],
-            flushes: 0,
-        };
+        let mut sim = Sim::new();
         // L1 in frame 5: good entries then one pointing at domain 2.
         for i in 0..10 {
             sim.tables[5][i] = l1e(10 + i, i % 2 == 0);
@@ -801,7 +798,7 @@ mod tests {
         fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..120)) {
             let mut storage = vec![FrameInfo::RESERVED; FRAMES];
             let mut ft = table(&mut storage);
-            let mut sim = Sim { tables: vec![[0; ENTRIES]; FRAMES], flushes: 0 };
+            let mut sim = Sim::new();
             let mut baseptr: [Option<Mfn>; 3] = [None; 3];
             for op in ops {
                 let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4 };
