@@ -171,7 +171,9 @@ fn kmain(si: &'static StartInfo) {
     // GNT-3: the unmap clears the entry (even though the read above set its
     // accessed bit), so the page must be gone.
     match probe::read_u64(scratch_va) {
-        Err(_) => println!("grant-attacker: reading through an unmapped grant: faulted as expected"),
+        Err(_) => {
+            println!("grant-attacker: reading through an unmapped grant: faulted as expected")
+        }
         Ok(_) => panic!("grant-attacker: the page is still readable after its grant was unmapped"),
     }
 
