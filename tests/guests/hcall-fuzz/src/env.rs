@@ -351,7 +351,8 @@ impl Env {
             let now = self.read_entry(maddr).unwrap_or(0);
             if (now ^ old) & !AD_BITS != 0 {
                 report(format_args!(
-                    "protected entry at maddr {maddr:#x} changed from {old:#x} to {now:#x}"
+                    "protected entry at maddr {maddr:#x} ({:?}) changed from {old:#x} to {now:#x}",
+                    self.own(maddr >> 12)
                 ));
             }
         }

@@ -257,6 +257,9 @@ pub struct Fuzzer {
     /// Whether this call already built something on the edge page (two
     /// arrays there would overwrite each other).
     edge_used: bool,
+    /// Protected and hook entries the call being built writes: `(machine
+    /// address, value before, value sent)`, re-read after the call.
+    pub watch: alloc::vec::Vec<(u64, u64, u64)>,
     /// What SPEC says each entry of the multicall being built returns.
     pub entry_expect: alloc::vec::Vec<Expect>,
     /// Ports the domain was recently given.
@@ -309,6 +312,7 @@ impl Fuzzer {
             edge_used: false,
             valid: false,
             entry_expect: alloc::vec::Vec::with_capacity(128),
+            watch: alloc::vec::Vec::with_capacity(256),
             ports: [0; 16],
             nports: 0,
             counts: [Counts::default(); 65],
@@ -391,6 +395,36 @@ impl Fuzzer {
     pub fn reset_arena(&mut self) {
         self.arena_next = 0;
         self.edge_used = false;
+        self.watch.clear();
+    }
+
+    /// Notes a write of `value` to the entry at `maddr` under `slot`, if the
+    /// entry is one the fuzzer runs on.
+    fn watch_entry(&mut self, slot: Slot, maddr: u64, value: u64) {
+        if matches!(slot, Slot::Protected | Slot::Hook(_))
+            && self.watch.len() < self.watch.capacity()
+        {
+            let before = self.env.read_entry(maddr).unwrap_or(0);
+            self.watch.push((maddr, before, value));
+        }
+    }
+
+    /// Re-reads the watched entries after call `nr`: a change is a value the
+    /// hypervisor should have refused (or a write it made elsewhere).
+    pub fn check_watch(&mut self, nr: u64, ret: i64) {
+        const AD: u64 = pte::A | pte::D;
+        for i in 0..self.watch.len() {
+            let (maddr, before, sent) = self.watch[i];
+            let now = self.env.read_entry(maddr).unwrap_or(0);
+            if (now ^ before) & !AD != 0 {
+                self.errors += 1;
+                pv_guest_kit::println!(
+                    "hcall-fuzz: ERROR: call nr {nr:#x} (returned {ret}) changed protected entry {maddr:#x} ({:?}, {:?}) from {before:#x} to {now:#x}; the value sent was {sent:#x}",
+                    self.env.own(maddr >> 12),
+                    self.env.slot_of_entry(maddr),
+                );
+            }
+        }
     }
 
     /// A pointer the hypervisor may write `size` bytes through without
@@ -1153,10 +1187,9 @@ impl Fuzzer {
         let ptr = self.m(ptr, 10);
         let val = self.m(val, 8);
         let slot = self.env.slot_of_request(ptr);
-        MmuUpdate {
-            ptr,
-            val: self.constrain_entry(slot, val),
-        }
+        let val = self.constrain_entry(slot, val);
+        self.watch_entry(slot, ptr & !7, val);
+        MmuUpdate { ptr, val }
     }
 
     /// `mmu_update(reqs, count, done, progress)`.

@@ -238,6 +238,7 @@ fn step(state: &mut State<'_>) {
         how,
     };
     state.traced += 1;
+    f.check_watch(call.nr, ret);
     let expect = f.expect(call.nr, call.args, false);
     if !expect.holds(ret) {
         f.mismatch(call.nr, call.args, ret, expect, "call");
