@@ -39,9 +39,6 @@ pub fn sched_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
                 wanted.as_mut_bytes(),
                 GuestRange::new(poll.ports, u64::from(poll.nr_ports) * 4)?,
             )?;
-            if poll.timeout != 0 && poll.timeout <= crate::time::clock::now_ns() {
-                return Ok(0);
-            }
             block(wanted, poll.timeout)
         }
         SCHEDOP_SHUTDOWN => match arg {
@@ -64,11 +61,13 @@ fn block(ports: &[u32], deadline: u64) -> Result<u64, Errno> {
         }
         drop(events);
         let domain = table.domains.get_mut(&id.domid).ok_or(Errno::ESRCH)?;
-        let ready = if ports.is_empty() {
-            enable_upcalls(domain, id.vcpu)
-        } else {
-            ports.iter().any(|&p| is_pending(domain, p))
-        };
+        let timed_out = deadline != 0 && deadline <= crate::time::clock::now_ns();
+        let ready = timed_out
+            || if ports.is_empty() {
+                enable_upcalls(domain, id.vcpu)
+            } else {
+                ports.iter().any(|&p| is_pending(domain, p))
+            };
         if ready {
             return Ok(0);
         }
