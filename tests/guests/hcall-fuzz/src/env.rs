@@ -28,7 +28,7 @@
 
 use alloc::vec::Vec;
 
-use hypercall_abi::grant::{GrantEntry, GTF_PERMIT_ACCESS, GTF_READONLY};
+use hypercall_abi::grant::{GrantEntry, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING};
 use hypercall_abi::layout::{is_guest_address, is_hv_l4_slot};
 use hypercall_abi::mm::{
     pte, MmuUpdate, MmuextOp, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_PIN_L3_TABLE,
@@ -209,7 +209,10 @@ impl Env {
             Ok(t) => t.mfn(),
             Err((_, e)) => panic!("hcall-fuzz: setup: read-only table: {e}"),
         };
-        let tree_mfns: Vec<u64> = tree.into_iter().map(ro).collect();
+        // Read-only now; the tree keeps its mfns in `[l1, l2, l3]`.
+        for table in tree {
+            ro(table);
+        }
         let test_mfns: Vec<u64> = test.into_iter().map(ro).collect();
         let pin = |cmd, mfn| MmuextOp {
             cmd,
@@ -265,7 +268,6 @@ impl Env {
             m2p_snapshot: Vec::new(),
             snapshot_sum: 0,
         };
-        let _ = tree_mfns;
         // The frames stay the fuzzer's for good.
         core::mem::forget(scratch);
         core::mem::forget(grant);
@@ -530,17 +532,31 @@ impl Env {
         }
     }
 
-    /// Writes entry `index` of grant frame `g`.
+    /// Replaces entry `index` of grant frame `g`, as the granter's side of
+    /// the protocol allows (`hypercall_abi::grant`): only with a
+    /// compare-exchange that fails while the hypervisor has the entry in use
+    /// (`GTF_READING`/`GTF_WRITING`). Changing an entry in use would be the
+    /// fuzzer's own bug: the user keeps the frame it first saw (GNT-2), so
+    /// turning a read-only grant of a precious frame into a writable one of a
+    /// scratch frame would hand out the precious frame writable.
     pub fn write_grant(&self, g: u64, index: usize, entry: GrantEntry) {
+        use core::sync::atomic::{AtomicU64, Ordering};
         let Some((va, Own::Grant)) = self.lookup(g) else {
             return;
         };
         let word = u64::from(entry.flags)
             | (u64::from(entry.domid) << 16)
             | (u64::from(entry.frame) << 32);
-        // SAFETY: a grant frame is the fuzzer's alone, mapped writable in
-        // the physmap; nothing in Rust refers to it.
-        unsafe { physmap::write_va(va + (index as u64 % 512) * 8, word) };
+        let at = va + (index as u64 % 512) * 8;
+        // SAFETY: a grant frame is the fuzzer's, mapped writable in the
+        // physmap, 8-aligned here; nothing in Rust refers to it, and the
+        // hypervisor only changes it with atomic operations.
+        let cell = unsafe { &*(at as *const AtomicU64) };
+        let old = cell.load(Ordering::SeqCst);
+        if old as u16 & (GTF_READING | GTF_WRITING) == 0 {
+            // Fails (and leaves the entry) if the hypervisor took it since.
+            let _ = cell.compare_exchange(old, word, Ordering::SeqCst, Ordering::SeqCst);
+        }
     }
 
     /// `(physmap va, class)` of an own frame.

@@ -1596,11 +1596,13 @@ impl Fuzzer {
         }
     }
 
-    /// A host address for a grant mapping: anywhere but next to the edge
-    /// page, which must stay unmapped.
+    /// A host address for a grant mapping: never in a table the fuzzer runs
+    /// on (a grant may legitimately fill an empty entry there, GNT-3, which
+    /// the integrity check would take for a write that had to be refused),
+    /// nor next to the edge page, which must stay unmapped.
     fn host_addr(&mut self) -> u64 {
         let va = self.va();
-        if (va >> 39) & 0x1ff == EDGE_SLOT as u64 {
+        if (va >> 39) & 0x1ff == EDGE_SLOT as u64 || self.env.slot_of_va(va) == Slot::Protected {
             WINDOW + self.rng.below(512) * PAGE_SIZE
         } else {
             va

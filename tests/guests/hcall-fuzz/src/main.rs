@@ -1,27 +1,35 @@
 //! `hcall-fuzz`: a seeded hypercall fuzzer (SPEC.md §3).
 //!
-//! Command line: `seed=<u64>` (default: from the TSC) and `count=<n>`
-//! (default 1000000). It first prints `hcall-fuzz: seed 0x… count N`, so any
-//! run can be replayed with that seed.
+//! Command line: `seed=<u64>` (default: from the TSC), `count=<n>` (default
+//! 1000000); for hunting, `check=<n>` (calls between integrity checks,
+//! default 8192) and `oddrsp=0` (no raw hypercalls with a hostile rsp). It
+//! first prints `hcall-fuzz: seed 0x… count N`, so any run can be replayed
+//! with that seed (the call sequence depends only on the seed; what other
+//! domains do in between depends on timing).
 //!
-//! Each of `count` iterations makes one call: mostly hypercalls 0..=14 with
+//! Each of `count` iterations makes one call: mostly hypercalls 0..=15 with
 //! valid-looking arguments aimed at the fuzzer's own frames, ports and grants
-//! (see `gen`), mutated with bit flips, boundary values and hypervisor,
-//! non-canonical and unmapped pointers; sometimes numbers without a
-//! hypercall (through their stubs, and through a raw `syscall` for numbers
-//! past the page), multicalls nesting all of these, and `iret` with crafted
-//! frames. Every value that could end or corrupt the fuzzer itself if the
-//! hypervisor accepted it is replaced by one SPEC says it must refuse (see
-//! `env`): shutdown, block and poll never happen, `bench_op` never enters
-//! floor mode, the trap table and callbacks only ever name the kit's stubs
-//! (or nothing), and destructive page-table changes stay inside a scratch
-//! tree of the fuzzer's.
+//! (see `gen`; half of them in a *valid mode* that rarely mutates, so that
+//! state really changes), mutated with bit flips, boundary values and
+//! hypervisor, non-canonical and unmapped pointers; sometimes numbers
+//! without a hypercall (through their stubs, and through a raw `syscall` for
+//! numbers past the page), raw hypercalls with a hostile rsp, multicalls
+//! nesting all of these, and `iret` with crafted frames. Every value that
+//! could end or corrupt the fuzzer itself if the hypervisor accepted it is
+//! replaced by one SPEC says it must refuse (see `env`): shutdown, block and
+//! blocking polls never happen, `bench_op` never enters floor mode, the trap
+//! table and callbacks only ever name the kit's stubs (or nothing),
+//! destructive page-table changes stay inside a scratch tree of the
+//! fuzzer's, and grant entries change only while not in use.
 //!
 //! Every call must return. The fuzzer prints progress every 100000 calls and
 //! ends with `hcall-fuzz: done: N calls (seed 0x…), S succeeded, F failed`,
-//! then powers off. Anything that contradicts SPEC outright (a preserved
-//! register clobbered, an `iret` outcome, an unexpected exception in the
-//! fuzzer) is printed as `hcall-fuzz: ERROR: …`.
+//! then powers off. Anything that contradicts SPEC outright is printed as
+//! `hcall-fuzz: ERROR: …`: a result the arguments alone decide (`Expect`),
+//! a preserved register clobbered, an `iret` outcome, a write to an entry
+//! the fuzzer runs on that had to be refused, a failed integrity check
+//! (`Env::check`, with a trace of the calls before it), an unexpected
+//! exception in the fuzzer.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 extern crate alloc;
