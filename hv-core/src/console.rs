@@ -69,7 +69,7 @@ mod serial_console {
 
     use crate::arch::serial::Serial;
 
-    static SERIAL: spin::Mutex<Option<Serial>> = spin::Mutex::new(None);
+    static SERIAL: crate::sync::Mutex<Option<Serial>> = crate::sync::Mutex::new(None);
 
     struct Out<'a>(&'a mut Serial);
 

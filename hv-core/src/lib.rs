@@ -25,7 +25,9 @@ pub mod machine;
 pub mod mm;
 #[cfg(target_os = "none")]
 mod panic;
+pub mod platform;
 pub mod sched;
+pub mod sync;
 pub mod time;
 #[cfg(target_os = "none")]
 pub mod trap;

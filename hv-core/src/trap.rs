@@ -8,7 +8,9 @@ use hypercall_abi::trap::vector;
 use crate::arch::cpu::read_cr2;
 use crate::arch::entry::TrapFrame;
 use crate::arch::guest_access::fixup_for;
-use crate::arch::lapic::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::arch::lapic::{
+    self, RESCHEDULE_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, TLB_FLUSH_VECTOR,
+};
 use crate::domain::DOMAINS;
 use crate::hypercall::{bounce_exception, crash_current};
 use crate::sched;
@@ -18,9 +20,24 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector;
     if v == u64::from(TIMER_VECTOR) {
         lapic::eoi();
-        crate::time::clock::expire_timers();
-        if sched::tick() && frame.from_guest() {
-            sched::yield_current();
+        if crate::arch::percpu::cpu_index() == 0 {
+            crate::time::clock::expire_timers();
+        }
+        if frame.from_guest() {
+            sched::on_kick_or_tick();
+        }
+        return;
+    }
+    if v == u64::from(TLB_FLUSH_VECTOR) {
+        lapic::eoi();
+        crate::mm::tlb::service();
+        return;
+    }
+    if v == u64::from(RESCHEDULE_VECTOR) {
+        lapic::eoi();
+        // From the idle loop's halt, the loop itself looks at the run queue.
+        if frame.from_guest() {
+            sched::on_kick_or_tick();
         }
         return;
     }

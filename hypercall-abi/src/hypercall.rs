@@ -81,6 +81,8 @@ hypercall_table! {
     14 => GrantTableOp,
     /// `set_timer_op(deadline_ns)`: one-shot VIRQ_TIMER at a system time (TIME-2).
     15 => SetTimerOp,
+    /// `vcpu_op(cmd, vcpu, arg)`: secondary vCPUs up/down, run state (HC-21, since 0.5).
+    16 => VcpuOp,
 }
 
 bitflags! {
@@ -109,6 +111,8 @@ bitflags! {
         const GRANT_TABLES = 1 << 9;
         /// PV clock in vcpu_info, wallclock, `set_timer_op`, poll timeouts (TIME-*).
         const TIME = 1 << 10;
+        /// Several vCPUs per domain, `vcpu_op`, TLB flushes across CPUs (HC-21, since 0.5).
+        const SMP = 1 << 11;
     }
 }
 

@@ -29,6 +29,7 @@ pub mod sched;
 pub mod shared_info;
 pub mod start_info;
 pub mod trap;
+pub mod vcpu;
 
 pub use errno::Errno;
 pub use hypercall::Hypercall;
@@ -39,7 +40,7 @@ pub const ABI_MAJOR: u32 = 0;
 /// space or feature bits, so a guest built against minor `m` runs on any hypervisor
 /// of the same major; on a hypervisor whose minor is below `m` it must check the
 /// feature bits of what it uses (SPEC.md §1.2).
-pub const ABI_MINOR: u32 = 4;
+pub const ABI_MINOR: u32 = 5;
 
 /// Size of a machine or pseudo-physical page.
 pub const PAGE_SIZE: u64 = 4096;

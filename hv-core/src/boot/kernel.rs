@@ -7,13 +7,17 @@ use hypercall_abi::machine::EXIT_PANIC;
 use hypercall_abi::{ABI_MAJOR, ABI_MINOR, PAGE_SIZE};
 
 use super::multiboot::{self, read_c_string, PhysMemory};
-use crate::arch::{boot, cpu, entry, gdt, idt, lapic};
+use crate::arch::percpu::PerCpuCell;
+use crate::arch::{boot, cpu, entry, gdt, idt, lapic, smp};
 use crate::domain;
 use crate::loader::cmdline::parse_hv_cmdline;
 use crate::mm::frame_table::FrameInfo;
 use crate::mm::live::{self, FRAMES};
 use crate::mm::regions::{usable, Region};
 use crate::mm::{heap, phys_to_virt, FrameTable, DIRECT_MAP_SIZE};
+
+/// The boot CPU's per-CPU block.
+static BOOT_CPU: PerCpuCell = PerCpuCell::new(0, gdt::BOOT_TABLES.tss());
 
 /// Bytes of hypervisor heap.
 const HEAP_SIZE: u64 = 8 << 20;
@@ -74,9 +78,9 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         log::warn!("command line: {w}");
     }
 
-    gdt::init();
+    gdt::init(&gdt::BOOT_TABLES);
     idt::init();
-    entry::init();
+    entry::init(&BOOT_CPU);
     drop_identity_map();
 
     // Memory: keep low memory, the image, the loader's strings and the modules.
@@ -150,6 +154,14 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     // The clock first: every domain's shared_info carries it.
     let clock = crate::time::clock::calibrate();
 
+    // Every CPU's scheduler, before any domain exists (vCPUs are placed on
+    // the least-loaded one); they run nothing until start of day is over.
+    lapic::mask_pics();
+    crate::sched::set_timeslice_us(params.timeslice_us);
+    crate::mm::tlb::cpu_online();
+    crate::sched::cpu_online(lapic::id());
+    start_secondary_cpus(clock.lapic_per_ms, clock.tsc_hz);
+
     // Domains, one per boot module; the first is the driver domain.
     let hv_l4 = live::hypervisor_l4();
     let mut created = 0;
@@ -202,9 +214,34 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         clock.lapic_per_ms,
         clock.wc_sec
     );
-    crate::sched::set_slice_ticks(u64::from(params.timeslice_us.div_ceil(1000)));
     lapic::init(clock.lapic_per_ms);
+    crate::sched::start();
     crate::sched::run_idle()
+}
+
+/// Starts the CPUs the MADT lists besides this one.
+fn start_secondary_cpus(lapic_per_ms: u32, tsc_hz: u64) {
+    let madt = match crate::platform::live::madt_cpus() {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("CPUs: no usable MADT ({e}); running on the boot CPU only");
+            return;
+        }
+    };
+    let ids: heapless::Vec<u32, { crate::arch::percpu::MAX_CPUS }> = madt
+        .cpus
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| c.apic_id)
+        .take(crate::arch::percpu::MAX_CPUS)
+        .collect();
+    let started = smp::start_secondary_cpus(&ids, lapic_per_ms, tsc_hz);
+    log::info!(
+        "CPUs: {} enabled in the MADT (APIC ids {:?}), {} online",
+        ids.len(),
+        ids.as_slice(),
+        started + 1
+    );
 }
 
 /// The boot L4's hypervisor slots, to be copied into every guest L4.

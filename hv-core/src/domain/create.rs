@@ -70,12 +70,6 @@ pub fn create_boot_domain(
     hv_l4: &[(usize, u64)],
 ) -> Result<DomId, String> {
     let params = parse_module_cmdline(module_string).map_err(|e| format!("{e}"))?;
-    if params.vcpus != 1 {
-        return Err(format!(
-            "vcpus={}: only 1 vCPU per domain is supported until SMP lands",
-            params.vcpus
-        ));
-    }
     let image = ElfImage::parse(bytes).map_err(|e| format!("{e}"))?;
     let (abi, hc_page) = build::check_image(&image).map_err(|e| format!("{e}"))?;
     let nr_pages = params.mem_bytes / PAGE_SIZE;
@@ -147,7 +141,7 @@ pub fn create_boot_domain(
         cmdline: params.guest_cmdline,
         capabilities,
         flags,
-        nr_vcpus: 1,
+        nr_vcpus: params.vcpus,
         nr_m2p_entries: M2P_ENTRIES.get().copied().unwrap_or(0),
     };
     let entry = {
@@ -163,14 +157,19 @@ pub fn create_boot_domain(
         build::build(&mut mem, &image, hc_page, &layout, &who, &frames_spec)
     };
 
-    crate::time::clock::publish(shared_info_mfn, 1);
+    crate::time::clock::publish(shared_info_mfn, params.vcpus as usize);
 
     // Validate the start-of-day address space: pin the L4 (which types every
     // table and page under it, MM-2) and make it the kernel base pointer.
     let l4_mfn = entry.cr3 >> 12;
+    // Every vCPU holds a base-pointer reference; the down ones hold vCPU 0's
+    // L4 until `vcpu_op(initialise)` gives them their own.
     let validated = live::with_page_tables(|pt| {
         pt.pin(l4_mfn, 4, domid)?;
-        pt.get_baseptr(l4_mfn, domid)
+        for _ in 0..params.vcpus {
+            pt.get_baseptr(l4_mfn, domid)?;
+        }
+        Ok::<(), pagetable::MmError>(())
     });
     if !matches!(validated, Some(Ok(()))) {
         let mut frames_guard = FRAMES.lock();
@@ -185,26 +184,45 @@ pub fn create_boot_domain(
         ));
     }
 
-    let kstack: Box<KernelStack> = Box::new(KernelStack([0; super::table::KSTACK_SIZE]));
-    let mut vcpu = Box::new(Vcpu {
-        id: VcpuId { domid, vcpu: 0 },
-        saved_rsp: 0,
-        kstack,
-        kernel_l4: l4_mfn,
-        user_l4: None,
-        user_mode: false,
-        fpu: FxArea::initial(),
-        traps: [TrapEntry::default(); TRAP_VECTORS],
-        kernel_sp: 0,
-        callbacks: Callbacks::default(),
-        active_traps: heapless::Vec::new(),
-        floor_mode: false,
-        blocked: false,
-        polling: heapless::Vec::new(),
-        poll_deadline: 0,
-        timer_deadline: 0,
-        running_since: 0,
-    });
+    let sched_params = crate::sched::policy::Params {
+        weight: params.weight,
+        cap_percent: params.cap_percent,
+    };
+    let mut vcpus: Vec<Box<Vcpu>> = (0..params.vcpus)
+        .map(|n| {
+            let pin = params.pin.for_vcpu(n);
+            let cpu = crate::sched::place(pin);
+            Box::new(Vcpu {
+                id: VcpuId { domid, vcpu: n },
+                saved_rsp: 0,
+                kstack: Box::new(KernelStack([0; super::table::KSTACK_SIZE])),
+                kernel_l4: l4_mfn,
+                user_l4: None,
+                user_mode: false,
+                fpu: FxArea::initial(),
+                traps: [TrapEntry::default(); TRAP_VECTORS],
+                kernel_sp: 0,
+                callbacks: Callbacks::default(),
+                active_traps: heapless::Vec::new(),
+                floor_mode: false,
+                blocked: false,
+                polling: heapless::Vec::new(),
+                poll_deadline: 0,
+                timer_deadline: 0,
+                running_since: 0,
+                cpu_time_ns: 0,
+                up: n == 0,
+                initialised: n == 0,
+                cpu,
+                // A pin to a pCPU that is not online is not honoured.
+                pin: pin.filter(|&p| p == cpu),
+                params: sched_params,
+                claimed: false,
+                ctx_live: core::sync::atomic::AtomicBool::new(false),
+            })
+        })
+        .collect();
+    let vcpu = &mut vcpus[0];
     let frame = TrapFrame {
         rip: entry.rip,
         rsp: entry.rsp,
@@ -229,7 +247,7 @@ pub fn create_boot_domain(
             state: DomainState::Running,
             p2m,
             shared_info_mfn,
-            vcpus: alloc::vec![vcpu],
+            vcpus,
             console: LineBuffer::new(),
             cpu_cycles: 0,
         }),
@@ -237,11 +255,31 @@ pub fn create_boot_domain(
     table.next_domid = domid + 1;
     drop(table);
     crate::event::delivery::EVENTS.lock().add_domain(domid);
-    crate::sched::make_runnable(VcpuId { domid, vcpu: 0 });
+    let placement: heapless::Vec<u32, 32> = {
+        let mut table = DOMAINS.lock();
+        let mut cpus = heapless::Vec::new();
+        if let Some(d) = table.domains.get_mut(&domid) {
+            for v in &d.vcpus {
+                crate::sched::register(v.id, v.cpu, v.params, v.up);
+                let _ = cpus.push(v.cpu);
+            }
+        }
+        cpus
+    };
+    if let Some(&cpu) = placement.first() {
+        crate::sched::kick(cpu as usize);
+    }
     log::info!(
-        "d{domid} '{}': created: {} MiB, 1 vCPU, image {:#x}..{:#x}, entry {:#x}, ABI {}.{}",
+        "d{domid} '{}': created: {} MiB, {} vCPU(s) on pCPU {:?}{}, image {:#x}..{:#x}, entry {:#x}, ABI {}.{}",
         params.name,
         params.mem_bytes >> 20,
+        params.vcpus,
+        placement.as_slice(),
+        match (params.weight, params.cap_percent) {
+            (256, 0) => String::new(),
+            (w, 0) => format!(", weight {w}"),
+            (w, c) => format!(", weight {w}, cap {c}%"),
+        },
         image.virt_base(),
         image.virt_end(),
         entry.rip,
@@ -251,14 +289,20 @@ pub fn create_boot_domain(
     Ok(domid)
 }
 
-/// Removes every domain that is no longer running: frees its frames (after
-/// moving off its page tables) and its vCPUs. Runs in the idle context only.
+/// Removes every domain that is no longer running and none of whose vCPUs a
+/// pCPU still runs or holds: frees its frames (after moving off its page
+/// tables) and its vCPUs. Runs in an idle context only.
 pub fn reap_dead_domains() {
     let mut table = DOMAINS.lock();
     let dead: Vec<DomId> = table
         .domains
         .values()
-        .filter(|d| d.state != DomainState::Running)
+        .filter(|d| {
+            d.state != DomainState::Running
+                && d.vcpus
+                    .iter()
+                    .all(|v| !v.claimed && !v.ctx_live.load(core::sync::atomic::Ordering::Acquire))
+        })
         .map(|d| d.id)
         .collect();
     if dead.is_empty() {
@@ -270,6 +314,9 @@ pub fn reap_dead_domains() {
         let Some(mut domain) = table.domains.remove(&domid) else {
             continue;
         };
+        for v in &domain.vcpus {
+            crate::sched::forget(v.id, v.cpu);
+        }
         crate::event::delivery::EVENTS.lock().remove_domain(
             domid,
             &mut crate::event::delivery::Notifier { table: &mut table },

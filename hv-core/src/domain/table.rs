@@ -3,8 +3,8 @@
 //! # Invariants
 //! - Every domain in [`DOMAINS`] owns exactly the frames in its `p2m` plus its
 //!   shared_info frame, each recorded with that owner in the frame table.
-//! - A vCPU's hypervisor stack is freed only by the idle context, never while
-//!   that vCPU is current (see `sched`).
+//! - A vCPU (and its hypervisor stack) is freed only when no pCPU runs it or
+//!   is switching to it: `claimed` and `ctx_live` both clear (see `sched`).
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -79,6 +79,23 @@ pub struct Vcpu {
     pub timer_deadline: u64,
     /// TSC when this vCPU last started running.
     pub running_since: u64,
+    /// Nanoseconds this vCPU has run.
+    pub cpu_time_ns: u64,
+    /// Online (`vcpu_op` up); a vCPU that is down never runs.
+    pub up: bool,
+    /// Has a context to start from (vCPU 0 from the builder, others from
+    /// `vcpu_op(initialise)`).
+    pub initialised: bool,
+    /// The pCPU whose run queue holds this vCPU (see `sched`).
+    pub cpu: u32,
+    /// Pinned to this pCPU (never stolen by another), if any.
+    pub pin: Option<u32>,
+    /// Weight and cap.
+    pub params: crate::sched::policy::Params,
+    /// A pCPU runs this vCPU or is switching to it (see `sched`).
+    pub claimed: bool,
+    /// The vCPU's hypervisor stack is in use on some pCPU (see `sched`).
+    pub ctx_live: core::sync::atomic::AtomicBool,
 }
 
 impl Vcpu {
@@ -179,7 +196,7 @@ impl DomainTable {
 }
 
 /// The domain table.
-pub static DOMAINS: spin::Mutex<DomainTable> = spin::Mutex::new(DomainTable {
+pub static DOMAINS: crate::sync::Mutex<DomainTable> = crate::sync::Mutex::new(DomainTable {
     domains: BTreeMap::new(),
     next_domid: 0,
 });

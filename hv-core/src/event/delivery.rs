@@ -21,7 +21,8 @@ use crate::mm::mfn_to_virt;
 use crate::sched;
 
 /// Every domain's event channels.
-pub static EVENTS: spin::Mutex<EventChannels> = spin::Mutex::new(EventChannels::new());
+pub static EVENTS: crate::sync::Mutex<EventChannels> =
+    crate::sync::Mutex::new(EventChannels::new());
 
 fn shared(domain: &Domain) -> *mut SharedInfo {
     mfn_to_virt(domain.shared_info_mfn) as *mut SharedInfo
@@ -99,7 +100,11 @@ impl EventSink for Notifier<'_> {
         if wake {
             v.blocked = false;
             v.polling.clear();
-            sched::make_runnable(VcpuId { domid: dom, vcpu });
+            sched::make_runnable(VcpuId { domid: dom, vcpu }, v.cpu);
+        } else if v.claimed && !was_pending && !masked {
+            // Running on some pCPU: make it look at its upcall now, not at
+            // its next tick.
+            sched::kick(v.cpu as usize);
         }
     }
 }
@@ -136,6 +141,15 @@ pub fn is_pending(domain: &Domain, port: Port) -> bool {
     let pending =
         unsafe { core::ptr::addr_of_mut!((*si).evtchn_pending[(port / 64) as usize % 64]) };
     word(pending).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+}
+
+/// Sets or clears the upcall mask of the `VcpuInfo` at `vcpu_info`
+/// (direct-map address, from `Domain::vcpu_info_va`).
+pub fn set_upcall_mask(vcpu_info: u64, masked: bool) {
+    let vi = vcpu_info as *mut VcpuInfo;
+    // SAFETY: field address inside a live domain's VcpuInfo.
+    byte(unsafe { core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask) })
+        .store(u8::from(masked), Ordering::SeqCst);
 }
 
 /// Clears the vCPU's upcall mask and says whether an upcall is pending.

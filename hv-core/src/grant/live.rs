@@ -8,7 +8,7 @@ use super::{GrantMemory, Grants};
 use crate::mm::{mfn_to_virt, Mfn};
 
 /// Every domain's grant table and maptrack.
-pub static GRANTS: spin::Mutex<Grants> = spin::Mutex::new(Grants::new());
+pub static GRANTS: crate::sync::Mutex<Grants> = crate::sync::Mutex::new(Grants::new());
 
 /// Grant entries and granted frames through the direct map. Only frames the
 /// grant engine has checked (grant-table frames it holds a reference on,

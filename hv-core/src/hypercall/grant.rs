@@ -10,7 +10,6 @@ use hypercall_abi::{DomId, Errno};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::mm::walk_to_l1;
-use crate::arch::cpu::invlpg;
 use crate::domain::DOMAINS;
 use crate::grant::live::{DirectGrantMemory, GRANTS};
 use crate::guest_memory::{copy_from_guest, read_obj, write_obj, GuestRange};
@@ -129,7 +128,7 @@ pub fn grant_table_op(cmd: u64, ops: u64, count: u64) -> Result<u64, Errno> {
             if let Ok((m, freed)) = &result {
                 // The mapping is gone from the tables; make sure no TLB keeps it
                 // before the granter can reuse the frame.
-                invlpg(m.host_addr);
+                crate::mm::tlb::flush_page_everywhere(m.host_addr);
                 if let Some(mfn) = freed {
                     set_m2p(*mfn, M2P_INVALID);
                 }

@@ -191,9 +191,12 @@ pub fn update_va_mapping(va: u64, val: u64, flags: u64) -> Result<u64, Errno> {
     })
     .unwrap_or(Err(Errno::EINVAL))?;
     drop(table);
-    match flush {
-        UVMF_INVLPG => invlpg(va),
-        UVMF_TLB_FLUSH => flush_tlb(),
+    // UVMF_ALL: the domain's vCPUs may run on any CPU.
+    match (flush, flags & UVMF_ALL != 0) {
+        (UVMF_INVLPG, false) => invlpg(va),
+        (UVMF_INVLPG, true) => crate::mm::tlb::flush_page_everywhere(va),
+        (UVMF_TLB_FLUSH, false) => flush_tlb(),
+        (UVMF_TLB_FLUSH, true) => crate::mm::tlb::flush_all(),
         _ => {}
     }
     Ok(0)
@@ -250,14 +253,23 @@ fn one_mmuext(op: &MmuextOp, id: VcpuId) -> Result<(), Errno> {
             if op.arg1 != 0 {
                 return Err(Errno::EINVAL);
             }
-            flush_tlb();
+            if op.cmd == MMUEXT_TLB_FLUSH_LOCAL {
+                flush_tlb();
+            } else {
+                // The domain's other vCPUs may run on any CPU (shootdown).
+                crate::mm::tlb::flush_all();
+            }
             Ok(())
         }
         MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
             if !is_guest_address(op.arg1) {
                 return Err(Errno::EINVAL);
             }
-            invlpg(op.arg1);
+            if op.cmd == MMUEXT_INVLPG_LOCAL {
+                invlpg(op.arg1);
+            } else {
+                crate::mm::tlb::flush_page_everywhere(op.arg1);
+            }
             Ok(())
         }
         MMUEXT_CLEAR_PAGE => with_page_tables(|pt| {

@@ -10,6 +10,7 @@ mod mm;
 mod multicall;
 mod sched_op;
 mod traps;
+mod vcpu;
 mod version;
 
 use hypercall_abi::{Errno, Hypercall};
@@ -61,6 +62,7 @@ const fn handler_for(h: Hypercall) -> Handler {
         },
         Hypercall::EvtchnOp => |f| set_result(f, evtchn::evtchn_op(f.rdi, f.rsi)),
         Hypercall::SetTimerOp => |f| set_result(f, sched_op::set_timer_op(f.rdi)),
+        Hypercall::VcpuOp => |f| set_result(f, vcpu::vcpu_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::GrantTableOp => |f| set_result(f, grant::grant_table_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);

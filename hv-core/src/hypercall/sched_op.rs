@@ -113,6 +113,8 @@ fn end_current(state: DomainState, what: &str, machine_code: u32) {
         log::info!("d{} '{}': {what}", domain.id, domain.name);
         domain.capabilities.contains(Capabilities::MACHINE_POWER)
     };
+    // Its other vCPUs, wherever they run, stop at the kick.
+    sched::kick_all_others();
     if id.domid != hypercall_abi::DOMID_DRIVER {
         send_virq(
             hypercall_abi::DOMID_DRIVER,

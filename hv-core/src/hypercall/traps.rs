@@ -12,8 +12,8 @@ use hypercall_abi::Errno;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::arch::cpu::write_cr3;
-use crate::arch::entry::set_guest_user_mode;
 use crate::arch::entry::TrapFrame;
+use crate::arch::percpu::set_guest_user_mode;
 use crate::domain::{Callbacks, TrapEntry, Vcpu, DOMAINS};
 use crate::guest_memory::{copy_from_guest, read_obj, write_obj, GuestRange};
 use crate::hypercall::crash_current;

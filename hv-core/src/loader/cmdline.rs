@@ -39,6 +39,12 @@ pub const MAX_NAME_LEN: usize = 31;
 pub const MAX_GUEST_CMDLINE: usize = 1023;
 /// Most vCPUs a domain may ask for.
 pub const MAX_VCPUS: u32 = 32;
+/// Weight of a domain that does not ask for one.
+pub const DEFAULT_WEIGHT: u32 = 256;
+/// Largest `weight=`.
+pub const MAX_WEIGHT: u32 = 65535;
+/// Largest `pin=` (a pCPU index).
+pub const MAX_PIN: u32 = 255;
 
 const _: () = assert!(MAX_NAME_LEN < NAME_SIZE);
 const _: () = assert!(MAX_GUEST_CMDLINE < CMDLINE_SIZE);
@@ -56,8 +62,41 @@ pub struct DomainParams<'a> {
     pub mem_bytes: u64,
     /// `vcpus=`, by default 1.
     pub vcpus: u32,
+    /// `weight=`: the scheduling weight of each vCPU (1..=65535), by default
+    /// [`DEFAULT_WEIGHT`].
+    pub weight: u32,
+    /// `cap=`: at most this percent of one pCPU per vCPU (1..=100); 0 (the
+    /// default) is no cap.
+    pub cap_percent: u32,
+    /// `pin=<cpu>[,<cpu>...]`: vCPU `n` runs only on the `n`-th listed pCPU
+    /// (the list repeats; never migrated); by default vCPUs are placed on
+    /// the least-loaded pCPU and may migrate.
+    pub pin: PinList,
     /// Everything after `--`, leading whitespace trimmed; empty without `--`.
     pub guest_cmdline: &'a str,
+}
+
+/// The pCPUs of `pin=`, at most [`MAX_PINS`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinList {
+    cpus: [u32; MAX_PINS],
+    len: usize,
+}
+
+/// Most pCPUs one `pin=` lists.
+pub const MAX_PINS: usize = 8;
+
+impl PinList {
+    /// The pCPU vCPU `vcpu` is pinned to, if any.
+    pub fn for_vcpu(&self, vcpu: u32) -> Option<u32> {
+        let n = usize::try_from(vcpu).ok()?.checked_rem(self.len)?;
+        self.cpus.get(n).copied()
+    }
+
+    /// Whether no pCPU is listed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Why a size such as `16M` was refused.
@@ -156,6 +195,13 @@ pub enum ParamError<'a> {
     MemoryNotPageMultiple(u64),
     /// `vcpus=` is not a number in `1..=MAX_VCPUS`.
     BadVcpus(&'a str),
+    /// `weight=`, `cap=` or `pin=` is not a number in its range.
+    OutOfRange {
+        key: &'a str,
+        value: &'a str,
+        min: u32,
+        max: u32,
+    },
     /// `name=` is longer than [`MAX_NAME_LEN`] bytes.
     NameTooLong(&'a str),
     /// The name is empty or has characters other than `[A-Za-z0-9._-]`
@@ -172,7 +218,10 @@ impl fmt::Display for ParamError<'_> {
                 "empty module command line (expected `path/to/image.elf [name=..] [mem=..] [vcpus=..] [-- guest args]`)",
             ),
             Self::UnknownKey(key) => {
-                write!(f, "unknown parameter `{key}` (known: name, mem, vcpus)")
+                write!(
+                    f,
+                    "unknown parameter `{key}` (known: name, mem, vcpus, weight, cap, pin)"
+                )
             }
             Self::MissingValue(key) => write!(f, "parameter `{key}` needs a value (`{key}=...`)"),
             Self::Duplicate(key) => write!(f, "parameter `{key}` is given more than once"),
@@ -189,6 +238,15 @@ impl fmt::Display for ParamError<'_> {
             Self::BadVcpus(value) => write!(
                 f,
                 "bad value `{value}` for vcpus (expected a number from 1 to {MAX_VCPUS})"
+            ),
+            Self::OutOfRange {
+                key,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "bad value `{value}` for {key} (expected a number from {min} to {max})"
             ),
             Self::NameTooLong(name) => write!(
                 f,
@@ -264,6 +322,9 @@ pub fn parse_module_cmdline(s: &str) -> Result<DomainParams<'_>, ParamError<'_>>
     let mut name = None;
     let mut mem_bytes = None;
     let mut vcpus = None;
+    let mut weight = None;
+    let mut cap = None;
+    let mut pin: Option<PinList> = None;
     let mut guest_cmdline = "";
 
     while let Some(token) = tokens.next() {
@@ -272,7 +333,7 @@ pub fn parse_module_cmdline(s: &str) -> Result<DomainParams<'_>, ParamError<'_>>
             break;
         }
         let (key, value) = token.split_once('=').unwrap_or((token, ""));
-        if !matches!(key, "name" | "mem" | "vcpus") {
+        if !matches!(key, "name" | "mem" | "vcpus" | "weight" | "cap" | "pin") {
             return Err(ParamError::UnknownKey(key));
         }
         if value.is_empty() {
@@ -281,6 +342,11 @@ pub fn parse_module_cmdline(s: &str) -> Result<DomainParams<'_>, ParamError<'_>>
         let already = match key {
             "name" => name.replace(parse_name(value)?).is_some(),
             "mem" => mem_bytes.replace(parse_mem(value)?).is_some(),
+            "weight" => weight
+                .replace(parse_ranged(key, value, 1, MAX_WEIGHT)?)
+                .is_some(),
+            "cap" => cap.replace(parse_ranged(key, value, 0, 100)?).is_some(),
+            "pin" => pin.replace(parse_pins(value)?).is_some(),
             _ => vcpus.replace(parse_vcpus(value)?).is_some(),
         };
         if already {
@@ -306,8 +372,46 @@ pub fn parse_module_cmdline(s: &str) -> Result<DomainParams<'_>, ParamError<'_>>
         name,
         mem_bytes: mem_bytes.unwrap_or(DEFAULT_MEM_BYTES),
         vcpus: vcpus.unwrap_or(1),
+        weight: weight.unwrap_or(DEFAULT_WEIGHT),
+        cap_percent: cap.unwrap_or(0),
+        pin: pin.unwrap_or_default(),
         guest_cmdline,
     })
+}
+
+/// `pin=`: comma-separated pCPU indices, 1 to [`MAX_PINS`] of them.
+fn parse_pins(value: &str) -> Result<PinList, ParamError<'_>> {
+    let mut list = PinList::default();
+    for part in value.split(',') {
+        let cpu = parse_ranged("pin", part, 0, MAX_PIN)?;
+        let slot = list.cpus.get_mut(list.len).ok_or(ParamError::OutOfRange {
+            key: "pin",
+            value,
+            min: 0,
+            max: MAX_PIN,
+        })?;
+        *slot = cpu;
+        list.len = list.len.saturating_add(1);
+    }
+    Ok(list)
+}
+
+/// A decimal number in `min..=max` for `key`.
+fn parse_ranged<'a>(
+    key: &'a str,
+    value: &'a str,
+    min: u32,
+    max: u32,
+) -> Result<u32, ParamError<'a>> {
+    match value.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ParamError::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        }),
+    }
 }
 
 fn parse_name(value: &str) -> Result<&str, ParamError<'_>> {
@@ -522,6 +626,9 @@ mod tests {
                 name: "hello",
                 mem_bytes: DEFAULT_MEM_BYTES,
                 vcpus: 1,
+                weight: DEFAULT_WEIGHT,
+                cap_percent: 0,
+                pin: PinList::default(),
                 guest_cmdline: "",
             }
         );
@@ -541,12 +648,53 @@ mod tests {
                 name: "hello-1",
                 mem_bytes: 16 << 20,
                 vcpus: 1,
+                weight: DEFAULT_WEIGHT,
+                cap_percent: 0,
+                pin: PinList::default(),
                 guest_cmdline: "guest args here",
             }
         );
         let p = params("  \thello.elf   mem=2M\t\tvcpus=32   name=A_b.c-9  ");
         assert_eq!((p.name, p.mem_bytes, p.vcpus), ("A_b.c-9", 2 << 20, 32));
         assert_eq!(p.guest_cmdline, "");
+    }
+
+    #[test]
+    fn scheduling_parameters() {
+        let p = params("g.elf weight=512 cap=25 pin=3");
+        assert_eq!(
+            (p.weight, p.cap_percent, p.pin.for_vcpu(0)),
+            (512, 25, Some(3))
+        );
+        assert_eq!(p.pin.for_vcpu(5), Some(3));
+        let p = params("g.elf vcpus=3 pin=1,0");
+        assert_eq!(
+            (p.pin.for_vcpu(0), p.pin.for_vcpu(1), p.pin.for_vcpu(2)),
+            (Some(1), Some(0), Some(1))
+        );
+        assert_eq!(params("g.elf").pin.for_vcpu(0), None);
+        for bad in [
+            "weight=0",
+            "weight=65536",
+            "cap=101",
+            "cap=-1",
+            "pin=256",
+            "pin=x",
+            "pin=1,",
+            "pin=0,1,2,3,4,5,6,7,8",
+        ] {
+            let line = alloc::format!("g.elf {bad}");
+            let err = parse_module_cmdline(&line).unwrap_err();
+            assert!(
+                matches!(err, ParamError::OutOfRange { .. }),
+                "{bad}: {err:?}"
+            );
+            assert!(alloc::format!("{err}").starts_with("bad value"), "{err}");
+        }
+        assert!(matches!(
+            parse_module_cmdline("g.elf cap=10 cap=20"),
+            Err(ParamError::Duplicate("cap"))
+        ));
     }
 
     #[test]
@@ -648,7 +796,7 @@ mod tests {
     fn error_messages() {
         assert_eq!(
             ParamError::UnknownKey("frobnicate").to_string(),
-            "unknown parameter `frobnicate` (known: name, mem, vcpus)"
+            "unknown parameter `frobnicate` (known: name, mem, vcpus, weight, cap, pin)"
         );
         assert_eq!(
             ParamError::BadMemory {

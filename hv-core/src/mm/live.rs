@@ -12,10 +12,10 @@ use hypercall_abi::PAGE_SIZE;
 use super::frame_table::{FrameTable, Mfn, Owner};
 use super::pagetable::{PageTables, TableMemory, ENTRIES};
 use super::{mfn_to_virt, phys_to_virt};
-use crate::arch::cpu::{read_cr3, write_cr3, zero_page};
+use crate::arch::cpu::zero_page;
 
 /// The frame table (set up at boot).
-pub static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
+pub static FRAMES: crate::sync::Mutex<Option<FrameTable<'static>>> = crate::sync::Mutex::new(None);
 
 /// The hypervisor's L4 entries, copied into every validated guest L4.
 static HV_L4: spin::Once<Vec<(usize, u64)>> = spin::Once::new();
@@ -46,14 +46,15 @@ impl TableMemory for DirectTables {
     }
 
     fn flush_tlbs(&mut self) {
-        flush_tlb();
+        // Another CPU may cache a writable mapping of a frame that is about
+        // to become a page table.
+        super::tlb::flush_all();
     }
 }
 
 /// Flushes this CPU's TLB (all non-global entries).
 pub fn flush_tlb() {
-    // SAFETY: reloading the current CR3 changes no mapping.
-    unsafe { write_cr3(read_cr3()) };
+    super::tlb::flush_local();
 }
 
 /// Runs `f` with the page-table engine; `None` before the frame table exists.

@@ -10,6 +10,8 @@ pub mod live;
 pub mod pagetable;
 pub mod pte;
 pub mod regions;
+#[cfg(target_os = "none")]
+pub mod tlb;
 
 pub use frame_table::{FrameTable, FrameType, Mfn, Owner};
 

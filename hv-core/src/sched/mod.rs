@@ -1,12 +1,9 @@
-//! Scheduling: which vCPU runs next (a round-robin run queue, portable and
-//! host-tested) and, in the kernel, switching to it.
-//!
-//! ABI 0.1 runs every vCPU on the boot CPU, round robin, preempted by the
-//! local APIC timer every time slice. Weights, caps and SMP come later on the
-//! same interface.
+//! Scheduling (SPEC.md §10): which vCPU each pCPU runs next — a credit2-like
+//! proportional-share policy with caps and boosted wake-ups, portable and
+//! host-tested on a simulated clock (`policy`) — and, in the kernel, per-pCPU
+//! run queues, placement, work stealing and switching (`switch`).
 
 pub mod policy;
-pub mod runqueue;
 
 #[cfg(target_os = "none")]
 mod switch;

@@ -33,9 +33,11 @@
 //!   [`CAP_PERIOD`] (periods aligned to multiples of `CAP_PERIOD` on the
 //!   caller's clock). The budget is a bucket: refilled by one period's budget
 //!   at each period boundary, never above one period's budget; an overrun is
-//!   debt paid from the next periods (at most one period's budget of debt is
-//!   kept, so one huge overrun, e.g. across a clock jump, parks an entity for
-//!   at most two periods). An entity out of budget is *parked* until its
+//!   debt paid from the next periods (at most [`MAX_DEBT_PERIODS`] periods'
+//!   budget of debt is kept, so one huge overrun, e.g. across a clock jump,
+//!   parks an entity for at most that many periods plus one; overruns of a
+//!   few ms — a late tick, a stalled emulated CPU — are paid back in full,
+//!   so the cap holds on average). An entity out of budget is *parked* until its
 //!   refill, even if the CPU then idles: caps are not work conserving;
 //!   [`Policy::next_event`] says when to look again.
 //!
@@ -92,6 +94,8 @@ pub const MAX_WEIGHT: u32 = 65535;
 pub const DEFAULT_WEIGHT: u32 = 256;
 /// Length of a cap accounting period.
 pub const CAP_PERIOD: Ns = 10_000_000;
+/// Most periods' budget of debt a capped entity carries.
+pub const MAX_DEBT_PERIODS: i64 = 50;
 
 /// Scheduling parameters of one entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,14 +196,16 @@ impl Budget {
         self.period = period;
     }
 
-    /// Charges `ran` ns, keeping at most one period's budget of debt.
+    /// Charges `ran` ns, keeping at most [`MAX_DEBT_PERIODS`] periods'
+    /// budget of debt.
     fn charge(&mut self, ran: Ns) {
         if self.capped() {
             let ran = i64::try_from(ran).unwrap_or(i64::MAX);
-            self.left = self
-                .left
-                .saturating_sub(ran)
-                .max(self.per_period.saturating_neg());
+            self.left = self.left.saturating_sub(ran).max(
+                self.per_period
+                    .saturating_mul(MAX_DEBT_PERIODS)
+                    .saturating_neg(),
+            );
         }
     }
 
@@ -444,6 +450,27 @@ impl Policy {
             || ran_so_far >= run.granted
             || (v.budget.capped() && ran_so_far >= u64::try_from(v.budget.left).unwrap_or(0))
             || (!run.boosted && !self.boosted.is_empty())
+    }
+
+    /// Whether an entity waits to run here (queued, boosted, or parked with
+    /// its refill due by `now`): a yield with nothing waiting changes nothing.
+    pub fn has_waiting(&self, now: Ns) -> bool {
+        !self.boosted.is_empty()
+            || !self.queue.is_empty()
+            || self
+                .parked
+                .first_key_value()
+                .is_some_and(|(&(at, _), _)| at <= now)
+    }
+
+    /// Load balancing: takes out the queued entity (not boosted, not parked,
+    /// not on a CPU) with the most credit among those `movable` accepts, and
+    /// forgets it here; the caller [`add`](Self::add)s it to another pCPU's
+    /// policy. O(k log n) for the k entities `movable` rejects first.
+    pub fn take_queued(&mut self, mut movable: impl FnMut(Entity) -> bool) -> Option<Entity> {
+        let e = self.queue.values().copied().find(|&e| movable(e))?;
+        self.remove(e);
+        Some(e)
     }
 
     /// When the earliest parked entity's budget refills (never before

@@ -108,10 +108,13 @@ pub fn expire_timers() {
                     v.blocked = false;
                     v.polling.clear();
                     v.poll_deadline = 0;
-                    crate::sched::make_runnable(VcpuId {
-                        domid: d.id,
-                        vcpu: i as u32,
-                    });
+                    crate::sched::make_runnable(
+                        VcpuId {
+                            domid: d.id,
+                            vcpu: i as u32,
+                        },
+                        v.cpu,
+                    );
                 }
             }
         }

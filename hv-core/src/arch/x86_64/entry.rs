@@ -11,16 +11,17 @@
 //! - A frame's `rip` is canonical: SYSCALL produced it, or hv-core validated it
 //!   with `hypercall_abi::layout::is_guest_address` before storing it (XSA-7:
 //!   SYSRET to a non-canonical rip faults in ring 0 on Intel).
-//! - GS base is [`PerCpu`] while in ring 0 and the guest's while in ring 3.
+//! - GS base is this CPU's [`PerCpu`] while in ring 0 and the guest's while in
+//!   ring 3.
 
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 use core::mem::offset_of;
 
 use hypercall_abi::layout::{GUEST_CS, GUEST_SS};
 
 use super::cpu::{msr, wrmsr};
 use super::gdt::{HV_CS, SYSRET_BASE};
+use super::percpu::{set_vcpu_info, PerCpu, PerCpuCell};
 
 /// Vector number recorded in frames built by SYSCALL.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -64,60 +65,9 @@ impl TrapFrame {
     }
 }
 
-/// Per-CPU data reached through GS in ring 0.
-#[repr(C)]
-pub struct PerCpu {
-    /// Top of the running vCPU's hypervisor stack (SYSCALL switches to it).
-    pub kstack_top: u64,
-    /// Guest rsp parked by the SYSCALL entry while it switches stacks.
-    pub scratch: u64,
-    /// Non-zero while the running vCPU is in guest user mode: its SYSCALL is a
-    /// user system call for the guest kernel, not a hypercall (MM-7).
-    pub user_mode: u64,
-    /// Direct-map address of the running vCPU's `VcpuInfo` (a zeroed dummy in
-    /// the idle context): the exit paths check its upcall pending/mask bytes.
-    pub vcpu_info: u64,
-}
-
-/// What `PerCpu::vcpu_info` points at when no vCPU runs.
-static IDLE_VCPU_INFO: [u64; 8] = [0; 8];
-
-struct PerCpuCell(UnsafeCell<PerCpu>);
-// SAFETY: each CPU only touches its own PerCpu, with interrupts disabled.
-unsafe impl Sync for PerCpuCell {}
-
-static BOOT_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
-    kstack_top: 0,
-    scratch: 0,
-    user_mode: 0,
-    vcpu_info: 0,
-}));
-
-/// Sets the stack SYSCALL and interrupts from ring 3 switch to.
-pub fn set_kernel_stack(top: u64) {
-    // SAFETY: a plain store to this CPU's PerCpu with interrupts disabled; the
-    // SYSCALL entry reads it only when a guest runs, i.e. not now.
-    unsafe { (*BOOT_CPU.0.get()).kstack_top = top };
-    super::gdt::set_kernel_stack(top);
-}
-
-/// Records whether the running vCPU is in guest user mode (read by the
-/// SYSCALL entry).
-pub fn set_guest_user_mode(on: bool) {
-    // SAFETY: a plain store to this CPU's PerCpu with interrupts disabled.
-    unsafe { (*BOOT_CPU.0.get()).user_mode = u64::from(on) };
-}
-
-/// Records the running vCPU's `VcpuInfo` (direct-map address), or the idle
-/// dummy with `None`.
-pub fn set_vcpu_info(va: Option<u64>) {
-    let va = va.unwrap_or(IDLE_VCPU_INFO.as_ptr() as u64);
-    // SAFETY: a plain store to this CPU's PerCpu with interrupts disabled.
-    unsafe { (*BOOT_CPU.0.get()).vcpu_info = va };
-}
-
-/// Programs SYSCALL and the GS bases. Call once, at boot, after `gdt::init`.
-pub fn init() {
+/// Programs SYSCALL and the GS bases of this CPU, whose per-CPU data is
+/// `cpu`. Call once per CPU, after `gdt::init`.
+pub fn init(cpu: &'static PerCpuCell) {
     extern "C" {
         fn syscall_entry();
     }
@@ -132,7 +82,7 @@ pub fn init() {
         wrmsr(msr::LSTAR, syscall_entry as *const () as u64);
         wrmsr(msr::CSTAR, syscall_entry as *const () as u64);
         wrmsr(msr::SFMASK, sfmask);
-        wrmsr(msr::GS_BASE, BOOT_CPU.0.get() as u64);
+        wrmsr(msr::GS_BASE, cpu.as_ptr() as u64);
         wrmsr(msr::KERNEL_GS_BASE, 0);
     }
     set_vcpu_info(None);

@@ -3,7 +3,8 @@
 //! Selector layout (fixed by SYSCALL/SYSRET, see `entry`): 0x08 hypervisor code,
 //! 0x10 hypervisor data, 0x18 guest data (`GUEST_SS` = 0x1b), 0x20 guest 64-bit
 //! code (`GUEST_CS` = 0x23), 0x28 TSS. The TSS gives NMI, #DF and #MC their own
-//! IST stacks, and `rsp0` is the running vCPU's hypervisor stack.
+//! IST stacks, and `rsp0` is the running vCPU's hypervisor stack. Every CPU has
+//! its own set ([`CpuTables`]).
 
 use core::cell::UnsafeCell;
 
@@ -32,31 +33,51 @@ const IST_STACK_SIZE: usize = 16 * 1024;
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
 
-struct CpuTables {
+/// One CPU's GDT, TSS and IST stacks.
+pub struct CpuTables {
     gdt: UnsafeCell<GlobalDescriptorTable>,
     tss: UnsafeCell<TaskStateSegment>,
     ist: UnsafeCell<[IstStack; 3]>,
 }
 
-// SAFETY: one CPU touches these tables: `init` once at boot, then only
-// `set_kernel_stack` (with interrupts disabled, on that CPU).
+// SAFETY: a CPU's tables are touched by that CPU only: `init` once while it
+// starts, then its TSS's rsp0 through `percpu::set_kernel_stack` (with
+// interrupts disabled, on that CPU).
 unsafe impl Sync for CpuTables {}
 
-static TABLES: CpuTables = CpuTables {
-    gdt: UnsafeCell::new(GlobalDescriptorTable::new()),
-    tss: UnsafeCell::new(TaskStateSegment::new()),
-    ist: UnsafeCell::new([const { IstStack([0; IST_STACK_SIZE]) }; 3]),
-};
+impl CpuTables {
+    const fn new() -> CpuTables {
+        CpuTables {
+            gdt: UnsafeCell::new(GlobalDescriptorTable::new()),
+            tss: UnsafeCell::new(TaskStateSegment::new()),
+            ist: UnsafeCell::new([const { IstStack([0; IST_STACK_SIZE]) }; 3]),
+        }
+    }
 
-/// Builds and loads the GDT and TSS. Call once, at boot, before any guest runs.
-pub fn init() {
-    // SAFETY: called once on the boot CPU before anything else uses these
-    // tables, so the exclusive references do not alias.
+    /// Fresh tables for a secondary CPU, on the heap for good.
+    pub fn leak_new() -> &'static CpuTables {
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(CpuTables::new()))
+    }
+
+    /// The TSS (for the per-CPU block).
+    pub const fn tss(&self) -> *mut TaskStateSegment {
+        self.tss.get()
+    }
+}
+
+/// The boot CPU's tables.
+pub static BOOT_TABLES: CpuTables = CpuTables::new();
+
+/// Builds and loads `tables` as this CPU's GDT and TSS. Call once per CPU,
+/// before it takes an interrupt, with tables no other CPU uses.
+pub fn init(tables: &'static CpuTables) {
+    // SAFETY: called once on the CPU that owns `tables` before anything else
+    // uses them, so the exclusive references do not alias.
     let (gdt, tss, ist) = unsafe {
         (
-            &mut *TABLES.gdt.get(),
-            &mut *TABLES.tss.get(),
-            &mut *TABLES.ist.get(),
+            &mut *tables.gdt.get(),
+            &mut *tables.tss.get(),
+            &mut *tables.ist.get(),
         )
     };
     for (slot, stack) in ist.iter().enumerate() {
@@ -67,13 +88,13 @@ pub fn init() {
     let data = gdt.append(Descriptor::kernel_data_segment());
     let guest_data = gdt.append(Descriptor::user_data_segment());
     let guest_code = gdt.append(Descriptor::user_code_segment());
-    // SAFETY: the TSS is a static that lives as long as the GDT.
-    let tss_sel = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TABLES.tss.get()) });
+    // SAFETY: the TSS lives as long as the GDT (both are 'static).
+    let tss_sel = gdt.append(unsafe { Descriptor::tss_segment_unchecked(tables.tss.get()) });
     debug_assert_eq!(code.0, HV_CS);
     debug_assert_eq!(data.0, HV_DS);
     debug_assert_eq!(guest_data.0 | 3, hypercall_abi::layout::GUEST_SS as u16);
     debug_assert_eq!(guest_code.0 | 3, hypercall_abi::layout::GUEST_CS as u16);
-    // SAFETY: the GDT is static and complete; the selectors name the segments
+    // SAFETY: the GDT is 'static and complete; the selectors name the segments
     // just appended; the TSS descriptor is valid and not busy.
     unsafe {
         gdt.load_unsafe();
@@ -83,12 +104,4 @@ pub fn init() {
         SS::set_reg(SegmentSelector::new(2, PrivilegeLevel::Ring0));
         load_tss(tss_sel);
     }
-}
-
-/// Sets the stack the CPU switches to on an interrupt or exception from ring 3.
-pub fn set_kernel_stack(top: u64) {
-    // SAFETY: a single aligned store to the static TSS on the only CPU using it;
-    // the CPU reads rsp0 only when entering ring 0, which cannot happen here
-    // because interrupts are disabled in hv-core.
-    unsafe { (*TABLES.tss.get()).privilege_stack_table[0] = VirtAddr::new_truncate(top) };
 }

@@ -34,8 +34,8 @@ const GATE_EMPTY: Gate = Gate {
 
 #[repr(C, align(16))]
 struct Idt(UnsafeCell<[Gate; 256]>);
-// SAFETY: written once by `init` on the boot CPU before interrupts are enabled;
-// read-only afterwards.
+// SAFETY: written once by `init` on the boot CPU before interrupts are enabled
+// and before other CPUs start; read-only afterwards.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([GATE_EMPTY; 256]));
@@ -46,7 +46,7 @@ struct Idtr {
     base: u64,
 }
 
-/// Fills and loads the IDT. Call once, at boot.
+/// Fills and loads the IDT. Call once, at boot, on the boot CPU.
 pub fn init() {
     // SAFETY: single-threaded boot; no interrupt can read the IDT until `lidt`.
     let gates = unsafe { &mut *IDT.0.get() };
@@ -70,6 +70,11 @@ pub fn init() {
             reserved: 0,
         };
     }
+    load();
+}
+
+/// Loads the (built) IDT on this CPU. Secondary CPUs call only this.
+pub fn load() {
     let idtr = Idtr {
         limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
         base: IDT.0.get() as u64,

@@ -7,6 +7,8 @@ use crate::mm::phys_to_virt;
 const REG_ID: u64 = 0x20;
 const REG_EOI: u64 = 0xb0;
 const REG_SVR: u64 = 0xf0;
+const REG_ICR_LOW: u64 = 0x300;
+const REG_ICR_HIGH: u64 = 0x310;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_TIMER_INIT: u64 = 0x380;
 const REG_TIMER_CURRENT: u64 = 0x390;
@@ -16,6 +18,13 @@ const REG_TIMER_DIV: u64 = 0x3e0;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// Vector of spurious interrupts.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// IPI: look at the run queue (a vCPU was woken or a domain died).
+pub const RESCHEDULE_VECTOR: u8 = 0xf0;
+/// IPI: a TLB shootdown is pending (`mm::tlb`).
+pub const TLB_FLUSH_VECTOR: u8 = 0xf1;
+
+/// ICR delivery status bit: the previous IPI is still being sent.
+const ICR_SEND_PENDING: u32 = 1 << 12;
 
 fn base() -> u64 {
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU.
@@ -34,19 +43,53 @@ fn read(reg: u64) -> u32 {
     unsafe { core::ptr::read_volatile((base() + reg) as *const u32) }
 }
 
-/// Masks the 8259s, enables the local APIC and starts its timer in periodic
-/// mode with `initial_count` ticks (bus clock / 16) per period.
+/// Masks the 8259s (once, on the boot CPU: `mask_pics`), enables this CPU's
+/// local APIC and starts its timer in periodic mode with `initial_count`
+/// ticks (bus clock / 16) per period.
 pub fn init(initial_count: u32) {
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(REG_TIMER_DIV, 0x3); // divide by 16
+    write(REG_LVT_TIMER, (1 << 17) | u32::from(TIMER_VECTOR)); // periodic
+    write(REG_TIMER_INIT, initial_count);
+}
+
+/// Masks every line of both legacy 8259 PICs.
+pub fn mask_pics() {
     // SAFETY: masking every line of both 8259 PICs (ports 0x21, 0xa1), which
     // hv-core owns and never uses.
     unsafe {
         outb(0x21, 0xff);
         outb(0xa1, 0xff);
     }
-    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    write(REG_TIMER_DIV, 0x3); // divide by 16
-    write(REG_LVT_TIMER, (1 << 17) | u32::from(TIMER_VECTOR)); // periodic
-    write(REG_TIMER_INIT, initial_count);
+}
+
+/// Sends an interrupt command: `low` is the ICR's low word (vector, delivery
+/// mode, level, shorthand), `apic_id` the destination (ignored with a
+/// shorthand). Waits until the local APIC has accepted it.
+fn send_icr(apic_id: u32, low: u32) {
+    while read(REG_ICR_LOW) & ICR_SEND_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+    write(REG_ICR_HIGH, apic_id << 24);
+    write(REG_ICR_LOW, low);
+    while read(REG_ICR_LOW) & ICR_SEND_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// A fixed-delivery IPI with `vector` to the CPU with local APIC id `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_icr(apic_id, u32::from(vector));
+}
+
+/// INIT (assert, level) to `apic_id`: the first step of starting a CPU.
+pub fn send_init(apic_id: u32) {
+    send_icr(apic_id, 0x0000_4500);
+}
+
+/// A STARTUP IPI: the CPU starts in real mode at `page << 12`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    send_icr(apic_id, 0x0000_4600 | u32::from(page));
 }
 
 /// Measures the timer's rate (ticks per millisecond at divide-by-16) over

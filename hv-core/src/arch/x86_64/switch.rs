@@ -8,7 +8,7 @@
 
 use core::arch::global_asm;
 
-use super::entry::{trap_exit, TrapFrame};
+use super::entry::TrapFrame;
 
 global_asm!(
     r#"
@@ -30,12 +30,21 @@ switch_stacks:
     popq %rbx
     popq %rbp
     ret
+
+    /* A vCPU's first switch-in "returns" here: finish the switch (the
+       context that left this pCPU is parked), then enter the guest. */
+    .global vcpu_first_entry
+vcpu_first_entry:
+    call {finish_switch}
+    jmp trap_exit
 "#,
+    finish_switch = sym crate::sched::finish_switch,
     options(att_syntax)
 );
 
 extern "C" {
     fn switch_stacks(save_rsp: *mut u64, load_rsp: u64);
+    fn vcpu_first_entry();
 }
 
 /// Number of callee-saved registers `switch_stacks` keeps on a parked stack.
@@ -57,8 +66,8 @@ pub unsafe fn switch(save_rsp: *mut u64, load_rsp: u64) {
 }
 
 /// Writes `frame` at the top of the stack `[base, top)` plus a parked
-/// `switch_stacks` context that returns into `trap_exit`; returns the value
-/// for the vCPU's `saved_rsp`.
+/// `switch_stacks` context that returns into `vcpu_first_entry` (then
+/// `trap_exit`); returns the value for the vCPU's `saved_rsp`.
 ///
 /// # Safety
 /// 1. `[top - 256, top)` must be writable memory owned by the caller, `top`
@@ -71,7 +80,7 @@ pub unsafe fn prepare_initial_stack(top: u64, frame: &TrapFrame) -> u64 {
     // (obligation 1): 176 + 8 + 48 = 232 bytes below `top`.
     unsafe {
         core::ptr::write(frame_addr as *mut TrapFrame, *frame);
-        core::ptr::write(ret_addr as *mut u64, trap_exit as *const () as u64);
+        core::ptr::write(ret_addr as *mut u64, vcpu_first_entry as *const () as u64);
         core::ptr::write_bytes(saved as *mut u64, 0, SAVED_REGS);
     }
     saved
