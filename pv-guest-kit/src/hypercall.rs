@@ -39,6 +39,10 @@ use hypercall_abi::sched::{
     SchedPoll, SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, SHUTDOWN_CRASH,
 };
 use hypercall_abi::trap::TrapInfo;
+use hypercall_abi::vcpu::{
+    VcpuContext, VcpuRunstate, VCPUOP_DOWN, VCPUOP_GET_RUNSTATE, VCPUOP_INITIALISE, VCPUOP_IS_UP,
+    VCPUOP_UP,
+};
 use hypercall_abi::{DomId, Errno, Hypercall};
 
 /// The page the hypervisor fills with hypercall stubs: 4 KiB, page aligned.
@@ -679,6 +683,67 @@ fn batch_result(ret: i64, done: u64) -> Result<(), BatchError> {
             errno,
         }),
     }
+}
+
+/// `vcpu_op(VCPUOP_INITIALISE, vcpu, ctx)` (HC-21): gives down vCPU `vcpu` its
+/// starting context. Guests normally use [`crate::smp::start_vcpu`].
+///
+/// # Safety
+/// 1. `ctx.rip` must be code that can run on `ctx.rsp`, a stack no one else
+///    uses, with the trap table and callbacks of the calling vCPU.
+pub unsafe fn vcpu_initialise(vcpu: u32, ctx: &VcpuContext) -> Result<(), Errno> {
+    // SAFETY: the hypervisor reads the context from `ctx`, a live reference;
+    // the caller guarantees the context itself (obligation 1).
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::VcpuOp,
+            "rdi" = VCPUOP_INITIALISE,
+            "rsi" = u64::from(vcpu),
+            "rdx" = ctx as *const VcpuContext as u64
+        )
+    };
+    Errno::check(ret).map(|_| ())
+}
+
+/// `vcpu_op(VCPUOP_UP | VCPUOP_DOWN | VCPUOP_IS_UP, vcpu)` (HC-21).
+pub fn vcpu_up_down(cmd: u64, vcpu: u32) -> Result<u64, Errno> {
+    if !matches!(cmd, VCPUOP_UP | VCPUOP_DOWN | VCPUOP_IS_UP) {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: these sub-commands read and write no guest memory.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::VcpuOp,
+            "rdi" = cmd,
+            "rsi" = u64::from(vcpu),
+            "rdx" = 0u64
+        )
+    };
+    Errno::check(ret)
+}
+
+/// `vcpu_op(VCPUOP_GET_RUNSTATE, vcpu, out)` (HC-21): where and how long a
+/// vCPU of this domain ran.
+pub fn vcpu_runstate(vcpu: u32) -> Result<VcpuRunstate, Errno> {
+    let mut out = VcpuRunstate::default();
+    // SAFETY: the hypervisor writes a VcpuRunstate into `out`, a live local.
+    let ret = unsafe {
+        stub_call!(
+            Hypercall::VcpuOp,
+            "rdi" = VCPUOP_GET_RUNSTATE,
+            "rsi" = u64::from(vcpu),
+            "rdx" = &mut out as *mut VcpuRunstate as u64
+        )
+    };
+    Errno::check(ret).map(|_| out)
+}
+
+/// `set_timer_op(deadline)` (TIME-2): VIRQ_TIMER once system time reaches
+/// `deadline` ns (0 cancels).
+pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
+    // SAFETY: set_timer_op reads and writes no guest memory.
+    let ret = unsafe { stub_call!(Hypercall::SetTimerOp, "rdi" = deadline_ns) };
+    Errno::check(ret).map(|_| ())
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@
 //!   [`grants::grant_copy`]).
 //! - [`ring`]: shared rings over a granted page with an event channel
 //!   ([`ring::Frontend`], [`ring::Backend`]).
+//! - [`smp`]: secondary vCPUs ([`smp::start_vcpu`]) and a spin lock.
+//! - [`time`]: monotonic system time from the PV clock, no hypercall.
 //! - [`cmdline`], [`bench`]: portable helpers, unit-tested on the host.
 //! - the panic handler (kernel target only): report, flush, `SHUTDOWN_CRASH`.
 //!
@@ -55,7 +57,9 @@ pub mod logger;
 pub mod mm;
 pub mod note;
 pub mod ring;
+pub mod smp;
 pub mod start;
+pub mod time;
 pub mod traps;
 pub mod user;
 

@@ -108,6 +108,17 @@ pub enum Expect {
     InOrder(&'static [&'static str]),
     /// Exactly this many lines contain the substring.
     Count(&'static str, usize),
+    /// A measured number lies in `[min, max]`: the decimal number right after
+    /// `key` in the first line containing `line`, divided (when `per` is
+    /// given) by the number after `per.1` in the first line containing
+    /// `per.0`.
+    Number {
+        line: &'static str,
+        key: &'static str,
+        per: Option<(&'static str, &'static str)>,
+        min: f64,
+        max: f64,
+    },
 }
 
 /// One QEMU boot: hv-core, its command line, its modules, and what must happen.

@@ -88,6 +88,23 @@ pub fn judge(scenario: &Scenario, log: &str, status: Option<i32>) -> Verdict {
     }
 }
 
+/// The decimal number right after `key` in the first line containing `line`.
+fn number_after(lines: &[&str], line: &str, key: &str) -> Result<f64, String> {
+    let (_, text) = first_containing(lines, 0, line)
+        .ok_or_else(|| format!("expected a line containing `{line}` — none found"))?;
+    let rest = text
+        .split_once(key)
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("the line with `{line}` has no `{key}`: {text}"))?;
+    let digits: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    digits
+        .parse::<f64>()
+        .map_err(|_| format!("no number after `{key}` in: {text}"))
+}
+
 /// Checks one expectation against the log's lines.
 fn check(expect: &Expect, lines: &[&str]) -> Result<(), String> {
     match *expect {
@@ -134,6 +151,31 @@ fn check(expect: &Expect, lines: &[&str]) -> Result<(), String> {
                 }
             }
             Ok(())
+        }
+        Expect::Number {
+            line,
+            key,
+            per,
+            min,
+            max,
+        } => {
+            let mut value = number_after(lines, line, key)?;
+            let mut what = format!("`{key}` in the line with `{line}`");
+            if let Some((per_line, per_key)) = per {
+                let d = number_after(lines, per_line, per_key)?;
+                if d == 0.0 {
+                    return Err(format!("`{per_key}` in the line with `{per_line}` is 0"));
+                }
+                value /= d;
+                what = format!("{what} / `{per_key}` in the line with `{per_line}`");
+            }
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected {what} in [{min}, {max}] — it is {value:.4}"
+                ))
+            }
         }
         Expect::Count(needle, want) => {
             let got = lines.iter().filter(|l| l.contains(needle)).count();
@@ -246,6 +288,41 @@ mod tests {
             f,
             ["expected a line containing `nope` after `tick` (log line 4) — none found"]
         );
+    }
+
+    #[test]
+    fn numbers_and_ratios() {
+        const L: &str =
+            "(d1) worker a: share=66.5% cpu_ms=1330\n(d2) worker b: share=33.1% cpu_ms=662\n";
+        let share = |min, max| Expect::Number {
+            line: "worker a",
+            key: "share=",
+            per: None,
+            min,
+            max,
+        };
+        let leak = |e: Expect| -> &'static [Expect] { Vec::leak(vec![e]) };
+        assert!(failures(leak(share(60.0, 70.0)), L, Some(OK)).is_empty());
+        let f = failures(leak(share(20.0, 30.0)), L, Some(OK));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].contains("it is 66.5"), "{f:?}");
+        let ratio = |min, max| Expect::Number {
+            line: "worker a",
+            key: "cpu_ms=",
+            per: Some(("worker b", "cpu_ms=")),
+            min,
+            max,
+        };
+        assert!(failures(leak(ratio(1.8, 2.2)), L, Some(OK)).is_empty());
+        assert_eq!(failures(leak(ratio(2.1, 2.2)), L, Some(OK)).len(), 1);
+        let missing = Expect::Number {
+            line: "worker c",
+            key: "x=",
+            per: None,
+            min: 0.0,
+            max: 1.0,
+        };
+        assert_eq!(failures(leak(missing), L, Some(OK)).len(), 1);
     }
 
     #[test]

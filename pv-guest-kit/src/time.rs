@@ -1,0 +1,75 @@
+//! Time without a hypercall (SPEC.md TIME-1): system time in nanoseconds from
+//! the PV clock the hypervisor publishes in vcpu_info, and busy-wait helpers.
+//!
+//! The clock's parameters are the same for every vCPU and the TSC is shared,
+//! so any vCPU reads a monotonic, machine-wide time from vcpu_info 0.
+
+use core::sync::atomic::{fence, Ordering};
+
+use hypercall_abi::shared_info::SharedInfo;
+
+fn shared_info() -> *const SharedInfo {
+    crate::start::start_info().shared_info as *const SharedInfo
+}
+
+/// Converts a TSC delta with the PV clock's scale (TIME-1).
+pub const fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
+    let shifted = if shift >= 0 {
+        delta << shift
+    } else {
+        delta >> (-shift)
+    };
+    ((shifted as u128 * mul as u128) >> 32) as u64
+}
+
+/// Nanoseconds of system time (since the hypervisor booted): the
+/// version-checked read of TIME-1.
+pub fn now_ns() -> u64 {
+    let si = shared_info();
+    loop {
+        // SAFETY: shared_info is mapped for the whole life of the domain
+        // (start_info.shared_info); these are plain reads of its fields.
+        let (v0, ts, st, mul, shift) = unsafe {
+            let vi = core::ptr::addr_of!((*si).vcpu_info[0]);
+            let v0 = core::ptr::read_volatile(core::ptr::addr_of!((*vi).time_version));
+            fence(Ordering::Acquire);
+            (
+                v0,
+                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_timestamp)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*vi).system_time)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_to_system_mul)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_shift)),
+            )
+        };
+        let tsc = crate::bench::rdtsc();
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let v1 = unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!((*si).vcpu_info[0].time_version))
+        };
+        if v0 == v1 && v0 & 1 == 0 {
+            return st.wrapping_add(scale_delta(tsc.wrapping_sub(ts), mul, shift));
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Spins (never blocks) until system time reaches `deadline_ns`.
+pub fn spin_until(deadline_ns: u64) {
+    while now_ns() < deadline_ns {
+        core::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_matches_the_hypervisor_formula() {
+        // 2 GHz: shift -1 (halve), mul 2^32 → 1 tick = 0.5 ns.
+        assert_eq!(scale_delta(2_000_000_000, u32::MAX, -1), 999_999_999);
+        assert_eq!(scale_delta(0, 1 << 31, 3), 0);
+        assert_eq!(scale_delta(1000, 1 << 31, 1), 1000);
+    }
+}
