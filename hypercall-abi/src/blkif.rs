@@ -270,7 +270,7 @@ pub fn check_request(req: &BlkifRequest, dev: &DeviceLimits) -> Result<Checked, 
             if req.sector_number >= dev.sectors {
                 return Err(Reject::OutOfRange);
             }
-            if req.sector_number % dev.align_units() != 0 {
+            if !req.sector_number.is_multiple_of(dev.align_units()) {
                 return Err(Reject::Misaligned);
             }
             Ok(Checked::Indirect {
@@ -316,7 +316,7 @@ pub fn check_request(req: &BlkifRequest, dev: &DeviceLimits) -> Result<Checked, 
                 return Err(Reject::OutOfRange);
             }
             let align = dev.align_units();
-            if req.sector_number % align != 0 || req.nr_sectors % align != 0 {
+            if !req.sector_number.is_multiple_of(align) || !req.nr_sectors.is_multiple_of(align) {
                 return Err(Reject::Misaligned);
             }
             Ok(Checked::Discard)
@@ -336,7 +336,7 @@ pub fn check_segments(
     dev: &DeviceLimits,
 ) -> Result<u64, Reject> {
     let align = dev.align_units();
-    if sector_number % align != 0 {
+    if !sector_number.is_multiple_of(align) {
         return Err(Reject::Misaligned);
     }
     let mut total: u64 = 0;
@@ -348,7 +348,7 @@ pub fn check_segments(
             return Err(Reject::BadSegment);
         }
         let units = u64::from(s.last_sect - s.first_sect) + 1;
-        if u64::from(s.first_sect) % align != 0 || units % align != 0 {
+        if !u64::from(s.first_sect).is_multiple_of(align) || !units.is_multiple_of(align) {
             return Err(Reject::Misaligned);
         }
         total += units;
@@ -565,7 +565,7 @@ mod tests {
                 Ok(Checked::Indirect { write, nr_segments, nr_pages }) => {
                     prop_assert!(!(write && ro));
                     prop_assert!(nr_segments >= 1 && nr_segments <= dev.max_indirect_segments);
-                    prop_assert!(nr_pages >= 1 && nr_pages <= BLKIF_MAX_INDIRECT_PAGES);
+                    prop_assert!((1..=BLKIF_MAX_INDIRECT_PAGES).contains(&nr_pages));
                     prop_assert!(req.sector_number < dev.sectors);
                 }
                 Ok(Checked::Discard) => {
