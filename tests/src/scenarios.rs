@@ -505,4 +505,46 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("crashed"),
         ],
     },
+    Scenario {
+        name: "fsdemo",
+        about: "A guest mounts the FAT volume on its disk (blkfront -> driver-domain blkback over a GPT partition of a RAM disk), reads a file, writes one, flushes, reconnects and reads it back",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=64M -- disk=16 seed=gpt-fat blk=1:gpt:1",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: seeded a GPT: partition 1"),
+            Expect::Line("(d0) toolstack: record 1: blk for d1, Gpt(1)"),
+            Expect::Line("(d0) blkback: record 1 connected to d1: 2 ring pages (32 slots)"),
+            Expect::Line("(d1) fsdemo: disk connected:"),
+            Expect::Line("(d1) fsdemo: 8 reads were in flight at once; 64 KiB indirect read matches them"),
+            Expect::Line("(d1) fsdemo: HELLO.TXT says: Hello from the driver domain's RAM disk."),
+            Expect::Line("(d1) fsdemo: wrote NOTES.TXT (12288 bytes) and flushed the disk"),
+            Expect::Line("(d1) fsdemo: reconnected to record 1"),
+            Expect::Line("(d1) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            // Two connections, each closed by the frontend, with no errors.
+            Expect::Count("(d0) blkback: record 1 of d1 closed (the frontend closed)", 2),
+            Expect::Count(" requests, 0 errors, ", 2),
+            // The flush reached the backend (and the RAM disk) before fsdemo went on.
+            Expect::Line(" 0 errors, 1 flushes, "),
+            Expect::Line("(hv) d1 'fsdemo': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("refused"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
 ];
