@@ -547,4 +547,48 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("(hv) PANIC"),
         ],
     },
+    Scenario {
+        name: "evil-frontend",
+        about: "A hostile blkfront sends malformed requests, bad and foreign grants, a request storm and a runaway producer index; it gets error responses and a closed device, reconnects, while fsdemo's I/O on the same backend is unharmed",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=64M -- disk=16 seed=gpt-fat blk=1:gpt:2 blk=2:gpt:1",
+            },
+            Module {
+                image: Image::Guest("evil-frontend"),
+                args: "name=evil mem=16M -- victim=2 storm=2000",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: record 1: blk for d1, Gpt(2), 4096 units"),
+            Expect::Line("(d0) toolstack: record 2: blk for d2, Gpt(1)"),
+            Expect::Line("(d1) evil-frontend: 16 malformed requests all got error responses; the disk is unchanged"),
+            Expect::Line("(d1) evil-frontend: storm of 2000 requests, 2000 answered"),
+            Expect::Line("(d0) blkback: record 1 of d1 closed (the frontend broke the ring)"),
+            // Exactly the malformed requests failed: the storm was served in full.
+            Expect::Line(" 2018 requests, 16 errors, "),
+            Expect::Line("(d1) evil-frontend: req_prod far ahead of the consumer: the backend closed the device"),
+            Expect::Line("(d1) evil-frontend: reconnected; honest I/O works again"),
+            Expect::Line("(d1) evil-frontend: all attacks answered"),
+            Expect::Line("(d2) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            Expect::Count("(d0) blkback: record 2 of d2 closed (the frontend closed)", 2),
+            Expect::Line("(hv) d1 'evil': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'fsdemo': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
 ];

@@ -81,6 +81,8 @@ impl core::fmt::Display for BlkError {
     }
 }
 
+impl core::error::Error for BlkError {}
+
 impl From<Errno> for BlkError {
     fn from(e: Errno) -> Self {
         BlkError::Hypercall(e)
@@ -452,6 +454,46 @@ impl BlockFront {
         self.next_id += 1;
         self.inflight.insert(id, entry);
         Ok(id)
+    }
+
+    /// Queues `req` exactly as given (its `id` is replaced by a fresh one,
+    /// which is returned). For tests that send malformed requests: the
+    /// caller owns whatever grants the request names.
+    pub fn submit_raw(&mut self, req: &BlkifRequest) -> Result<u64, BlkError> {
+        self.still_connected()?;
+        let id = self.next_id;
+        let req = BlkifRequest { id, ..*req };
+        while self.ring.free_requests() == 0 {
+            self.kick()?;
+            self.wait_for_responses()?;
+        }
+        self.ring
+            .push_request(&mut self.mem, &req)
+            .map_err(|_| BlkError::BadRequest)?;
+        self.next_id += 1;
+        self.inflight.insert(
+            id,
+            Inflight {
+                operation: req.operation,
+                buffers: Vec::new(),
+                indirect: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Writes `value` at byte `offset` of the shared ring, bypassing the
+    /// protocol, and notifies the backend. For tests of a hostile frontend
+    /// (offset 0 is `req_prod`, RING-1); the connection is unusable after.
+    pub fn poke_ring(&mut self, offset: usize, value: u32) -> Result<(), BlkError> {
+        self.mem.write_u32(offset, value);
+        events::notify(self.port)?;
+        Ok(())
+    }
+
+    /// The backend domain.
+    pub fn backend(&self) -> DomId {
+        self.backend
     }
 
     /// Publishes queued requests, notifying the backend if it asked (RING-4).
