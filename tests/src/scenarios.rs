@@ -591,4 +591,48 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("(hv) PANIC"),
         ],
     },
+    Scenario {
+        name: "net-tcp",
+        about: "Two guests exchange 256 KiB over TCP (smoltcp on netfront) through their vifs and the driver domain's learning bridge",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- net=1:02:00:00:00:00:01 net=2:02:00:00:00:00:02",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=server mem=16M -- role=server ip=10.0.0.1",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=client mem=16M -- role=client ip=10.0.0.2 server=10.0.0.1 bytes=262144",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: record 1: net for d1, MAC 02:00:00:00:00:01"),
+            Expect::Line("(d0) toolstack: record 2: net for d2, MAC 02:00:00:00:00:02"),
+            Expect::Line("(d0) netback: record 1 connected to d1"),
+            Expect::Line("(d0) netback: record 2 connected to d2"),
+            Expect::Line("(d1) nettest: server listening on 10.0.0.1:7"),
+            Expect::Line("(d2) nettest: client connecting to 10.0.0.1:7"),
+            Expect::Line("(d1) nettest: server received 262144 bytes intact, checksum"),
+            Expect::Line("(d2) nettest: client sent 262144 bytes; the server confirmed count and checksum"),
+            // Whichever ends last may be closed by the driver domain's exit.
+            Expect::Line("(d0) netback: record 1 of d1 closed ("),
+            Expect::Line("(d0) netback: record 2 of d2 closed ("),
+            Expect::Line(" 0 refused, "),
+            Expect::Line("(hv) d1 'server': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'client': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
 ];

@@ -59,6 +59,11 @@ impl Bounce {
         }
         Ok(Bounce { frames })
     }
+
+    /// The frames, for other backends' copies.
+    pub fn frames(&mut self) -> &mut [Frame] {
+        &mut self.frames
+    }
 }
 
 /// One connected blkif ring.

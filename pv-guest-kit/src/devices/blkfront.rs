@@ -206,7 +206,9 @@ impl BlockFront {
             return Err(BlkError::NoDevice);
         }
         let backend = record.backend;
-        Self::settle(id)?;
+        if !devbus::settle_frontend(id)? {
+            return Err(BlkError::NoDevice);
+        }
 
         let mut frames = Vec::new();
         for _ in 0..BLKFRONT_RING_PAGES {
@@ -276,25 +278,6 @@ impl BlockFront {
                 Err(e.into())
             }
         }
-    }
-
-    /// Brings record `id` to `INITIALISING` with nothing published: closes
-    /// this side of a half-closed record, waits for `CLOSED`, resets.
-    fn settle(id: u32) -> Result<(), BlkError> {
-        let r = devbus::get(id)?.ok_or(BlkError::NoDevice)?;
-        match r.state {
-            DEVBUS_STATE_INITIALISING if r.nr_ring_pages == 0 => return Ok(()),
-            DEVBUS_STATE_CLOSED => {}
-            _ => {
-                devbus::close(id)?;
-                let closed = devbus::wait_for(id, |r| r.state == DEVBUS_STATE_CLOSED)?;
-                if closed.is_none() {
-                    return Err(BlkError::NoDevice);
-                }
-            }
-        }
-        devbus::reset(id)?;
-        Ok(())
     }
 
     /// The disk.

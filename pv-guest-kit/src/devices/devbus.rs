@@ -139,3 +139,24 @@ pub fn wait_for(
     });
     outcome
 }
+
+/// Brings record `id` to `INITIALISING` with nothing published, for a
+/// frontend about to (re)connect (DEV-3): closes this side of a half-closed
+/// record, waits for `CLOSED`, then resets. `Ok(false)` if the record is gone.
+pub fn settle_frontend(id: u32) -> Result<bool, Errno> {
+    let Some(r) = get(id)? else {
+        return Ok(false);
+    };
+    match r.state {
+        DEVBUS_STATE_INITIALISING if r.nr_ring_pages == 0 => return Ok(true),
+        DEVBUS_STATE_CLOSED => {}
+        _ => {
+            close(id)?;
+            if wait_for(id, |r| r.state == DEVBUS_STATE_CLOSED)?.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+    reset(id)?;
+    Ok(true)
+}

@@ -7,6 +7,7 @@
 pub mod blkfront;
 pub mod devbus;
 pub mod grant_copy;
+pub mod netfront;
 pub mod ring_pages;
 
 use spin::Mutex;
