@@ -537,8 +537,9 @@ pub(crate) static ALL: &[Scenario] = &[
             // Two connections, each closed by the frontend, with no errors.
             Expect::Count("(d0) blkback: record 1 of d1 closed (the frontend closed)", 2),
             Expect::Count(" requests, 0 errors, ", 2),
-            // The flush reached the backend (and the RAM disk) before fsdemo went on.
-            Expect::Line(" 0 errors, 1 flushes, "),
+            // Both flushes reached the backend (and the RAM disk) before fsdemo went on.
+            Expect::Line(" 0 errors, 2 flushes, "),
+            Expect::Line("(d1) fsdemo: a flush queued before a read completed after it (out of order)"),
             Expect::Line("(hv) d1 'fsdemo': shut down (poweroff)"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),

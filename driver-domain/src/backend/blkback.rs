@@ -8,10 +8,10 @@
 //! a pool of bounce frames: for a write, every segment is copied in before
 //! the store is written, so a bad grant fails the request without touching
 //! the disk; for a read, the store is read first and copied out after. A
-//! flush is answered only after the store's `flush` returned (BLK-5).
-//! Responses carry the request's id; the frontend matches them by id, so
-//! their order is free (BLK-7) — with the synchronous RAM disk they happen
-//! to leave in request order.
+//! flush is answered only after the store's `flush` returned (BLK-5);
+//! flushes are deferred to the end of each batch and coalesced, so they
+//! complete after the reads and writes taken with them. Responses carry the
+//! request's id and leave in completion order, not request order (BLK-7).
 //!
 //! A producer index that breaks RING-6 ends the connection (BLK-9): the
 //! caller unmaps the ring and closes the record; nothing else is affected.
@@ -144,30 +144,53 @@ impl BlkConnection {
     }
 
     /// Serves up to a budget of requests; `Ok(true)` if any were served.
+    ///
+    /// Flushes are deferred to the end of the batch and coalesced into one
+    /// store flush, which returns before any of them is answered (BLK-5):
+    /// a flush completes after the reads and writes taken with it, so
+    /// responses leave out of request order (BLK-7).
     pub fn serve(&mut self, bounce: &mut Bounce) -> Result<bool, RingError> {
         let mut served = 0;
+        let mut flushes: Vec<BlkifRequest> = Vec::new();
         while served < BUDGET {
             let Some(req) = self.ring.take_request(&self.mem)? else {
                 break;
             };
             served += 1;
-            let status = self.handle(&req, bounce);
-            self.stats.requests += 1;
-            if status != BLKIF_RSP_OKAY {
-                self.stats.errors += 1;
+            if req.operation == BLKIF_OP_FLUSH_DISKCACHE
+                && check_request(&req, &self.limits) == Ok(Checked::Flush)
+            {
+                flushes.push(req);
+                continue;
             }
-            let rsp = BlkifResponse {
-                id: req.id,
-                operation: req.operation,
-                status,
-                ..BlkifResponse::default()
-            };
-            self.ring.push_response(&mut self.mem, &rsp)?;
+            let status = self.handle(&req, bounce);
+            self.respond(&req, status)?;
+        }
+        if !flushes.is_empty() {
+            self.stats.flushes += flushes.len() as u64;
+            let status = status_of(self.store.flush().is_ok());
+            for req in &flushes {
+                self.respond(req, status)?;
+            }
         }
         if served > 0 && self.ring.publish_responses(&mut self.mem) {
             let _ = events::notify(self.port);
         }
         Ok(served > 0)
+    }
+
+    fn respond(&mut self, req: &BlkifRequest, status: i16) -> Result<(), RingError> {
+        self.stats.requests += 1;
+        if status != BLKIF_RSP_OKAY {
+            self.stats.errors += 1;
+        }
+        let rsp = BlkifResponse {
+            id: req.id,
+            operation: req.operation,
+            status,
+            ..BlkifResponse::default()
+        };
+        self.ring.push_response(&mut self.mem, &rsp)
     }
 
     /// Serves one copied-out request; returns the response status.
@@ -177,10 +200,9 @@ impl BlkConnection {
             Err(reject) => return reject.status(),
         };
         match checked {
-            Checked::Flush => {
-                self.stats.flushes += 1;
-                status_of(self.store.flush().is_ok())
-            }
+            // `serve` defers valid flushes; this one is only reached by a
+            // caller that does not.
+            Checked::Flush => status_of(self.store.flush().is_ok()),
             Checked::Discard => status_of(
                 self.store
                     .discard(req.sector_number, req.nr_sectors)

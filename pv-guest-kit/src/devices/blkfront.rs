@@ -138,6 +138,9 @@ pub struct Completion {
     pub status: i16,
     /// A successful read's data.
     pub data: Option<Vec<u8>>,
+    /// Position among this connection's responses (0 first): the order in
+    /// which the backend completed requests (BLK-7).
+    pub seq: u64,
 }
 
 struct Inflight {
@@ -163,6 +166,8 @@ pub struct BlockFront {
     /// Grants the backend still held when their request ended (never seen
     /// with a copying backend); their frames are kept out of use.
     leaked: usize,
+    /// Responses taken so far.
+    responses: u64,
 }
 
 impl core::fmt::Debug for BlockFront {
@@ -242,6 +247,7 @@ impl BlockFront {
             inflight: BTreeMap::new(),
             done: BTreeMap::new(),
             leaked: 0,
+            responses: 0,
         };
         let published = devbus::publish(&DevbusPublish {
             id,
@@ -497,6 +503,8 @@ impl BlockFront {
                 Err(e) => return Err(BlkError::Ring(e)),
             };
             n += 1;
+            let seq = self.responses;
+            self.responses += 1;
             let Some(entry) = self.inflight.remove(&rsp.id) else {
                 continue;
             };
@@ -518,6 +526,7 @@ impl BlockFront {
                     id: rsp.id,
                     status: rsp.status,
                     data,
+                    seq,
                 },
             );
         }
@@ -644,6 +653,7 @@ impl BlockFront {
                     id,
                     status: BLKIF_RSP_ERROR,
                     data: None,
+                    seq: u64::MAX,
                 },
             );
         }

@@ -6,6 +6,7 @@
 //! 1. Waits for its devbus record and connects.
 //! 2. Queues 8 reads at once (asynchronous, many in flight), then reads the
 //!    same 64 KiB with one indirect request, and compares.
+//!    Then queues a flush and a read and sees them complete out of order.
 //! 3. Mounts the FAT volume, prints `HELLO.TXT`, writes `NOTES.TXT`
 //!    (12 KiB, several clusters), closes it and flushes the disk.
 //! 4. Disconnects, reconnects (DEV-3 reset), mounts again and checks
@@ -145,6 +146,30 @@ fn kmain(si: &'static StartInfo) {
         "fsdemo: no MBR on the disk"
     );
     println!("fsdemo: {in_flight} reads were in flight at once; 64 KiB indirect read matches them");
+
+    // Out-of-order completion (BLK-7): a flush queued before a read is
+    // answered after it (the backend defers flushes to the end of a batch).
+    let flush = front
+        .submit(Op::Flush)
+        .unwrap_or_else(|e| panic!("fsdemo: submit flush: {e}"));
+    let read = front
+        .submit(Op::Read {
+            sector: 0,
+            units: 8,
+        })
+        .unwrap_or_else(|e| panic!("fsdemo: submit read: {e}"));
+    let read_done = front
+        .wait(read)
+        .unwrap_or_else(|e| panic!("fsdemo: wait: {e}"));
+    let flush_done = front
+        .wait(flush)
+        .unwrap_or_else(|e| panic!("fsdemo: wait: {e}"));
+    assert_eq!((read_done.status, flush_done.status), (0, 0));
+    assert!(
+        read_done.seq < flush_done.seq,
+        "fsdemo: the flush completed before the read queued after it"
+    );
+    println!("fsdemo: a flush queued before a read completed after it (out of order)");
 
     // 3. The filesystem.
     let text = notes();
