@@ -574,6 +574,7 @@ pub(crate) static ALL: &[Scenario] = &[
         expect: &[
             Expect::Line("(d0) toolstack: record 1: blk for d1, Gpt(2), 4096 units"),
             Expect::Line("(d0) toolstack: record 2: blk for d2, Gpt(1)"),
+            Expect::Line("(d1) evil-frontend: devbus refused create, destroy, connect, a foreign port and a bad ring size; only its own record is visible"),
             Expect::Line("(d1) evil-frontend: 16 malformed requests all got error responses; the disk is unchanged"),
             Expect::Line("(d1) evil-frontend: storm of 2000 requests, 2000 answered"),
             Expect::Line("(d0) blkback: record 1 of d1 closed (the frontend broke the ring)"),

@@ -46,27 +46,23 @@ impl RingPages {
     pub fn pages(&self) -> &[SharedPage] {
         &self.pages
     }
+}
 
-    /// Splits `[offset, offset + len)` into per-page pieces:
-    /// `(page, offset in page, offset in the caller's buffer, length)`.
-    fn pieces(
-        &self,
-        offset: usize,
-        len: usize,
-    ) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-        let mut done = 0usize;
-        core::iter::from_fn(move || {
-            if done >= len {
-                return None;
-            }
-            let at = offset + done;
-            let in_page = at % PAGE;
-            let n = (PAGE - in_page).min(len - done);
-            let piece = (at / PAGE, in_page, done, n);
-            done += n;
-            Some(piece)
-        })
-    }
+/// Splits `[offset, offset + len)` into per-page pieces:
+/// `(page, offset in page, offset in the caller's buffer, length)`.
+fn pieces(offset: usize, len: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = offset + done;
+        let in_page = at % PAGE;
+        let n = (PAGE - in_page).min(len - done);
+        let piece = (at / PAGE, in_page, done, n);
+        done += n;
+        Some(piece)
+    })
 }
 
 impl RingMemory for RingPages {
@@ -85,19 +81,41 @@ impl RingMemory for RingPages {
     }
 
     fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-        for (page, at, from, n) in self.pieces(offset, out.len()) {
+        for (page, at, from, n) in pieces(offset, out.len()) {
             self.pages[page].read(at, &mut out[from..from + n]);
         }
     }
 
     fn write_bytes(&mut self, offset: usize, data: &[u8]) {
-        let pieces: Vec<_> = self.pieces(offset, data.len()).collect();
-        for (page, at, from, n) in pieces {
+        for (page, at, from, n) in pieces(offset, data.len()) {
             self.pages[page].write(at, &data[from..from + n]);
         }
     }
 
     fn fence(&self) {
         fence(Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn accesses_split_at_page_boundaries() {
+        let v: std::vec::Vec<_> = pieces(4000, 200).collect();
+        assert_eq!(v, [(0, 4000, 0, 96), (1, 0, 96, 104)]);
+        let v: std::vec::Vec<_> = pieces(8192, 16).collect();
+        assert_eq!(v, [(2, 0, 0, 16)]);
+        let v: std::vec::Vec<_> = pieces(100, 3 * 4096).collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v.iter().map(|p| p.3).sum::<usize>(), 3 * 4096);
+        // Pieces are contiguous in the buffer and never cross a page.
+        for w in v.windows(2) {
+            assert_eq!(w[0].2 + w[0].3, w[1].2);
+            assert_eq!(w[1].1, 0);
+        }
+        assert!(v.iter().all(|p| p.1 + p.3 <= 4096));
+        assert_eq!(pieces(5, 0).count(), 0);
     }
 }

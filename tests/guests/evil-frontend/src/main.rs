@@ -67,6 +67,76 @@ fn grant(backend: u32, frame: &Frame, readonly: bool) -> u32 {
         .unwrap_or_else(|e| panic!("evil-frontend: grant: {e}"))
 }
 
+/// DEV-2/DEV-3 against the record table: an unprivileged frontend can
+/// neither create, destroy nor connect records, nor publish a port the
+/// backend cannot bind, nor see other domains' records.
+fn devbus_attacks(id: u32, backend: u32, victim: u32) {
+    use hypercall_abi::devbus::*;
+    use hypercall_abi::Errno;
+
+    let fake = DevbusCreate {
+        kind: DEVBUS_KIND_BLK,
+        backend: victim,
+        frontend: backend,
+        sector_size: 512,
+        sectors: 8,
+        ..DevbusCreate::default()
+    };
+    assert_eq!(devbus::create(&fake), Err(Errno::EPERM), "create");
+    assert_eq!(devbus::destroy(id), Err(Errno::EPERM), "destroy");
+    let connect = DevbusConnect {
+        id,
+        ..DevbusConnect::default()
+    };
+    assert_eq!(
+        devbus::connect(&connect),
+        Err(Errno::EPERM),
+        "connect as frontend"
+    );
+    assert_eq!(
+        devbus::reset(id),
+        Err(Errno::EBUSY),
+        "reset while initialising"
+    );
+    // A port unbound for the victim, not for the backend.
+    let port = events::alloc_unbound(victim).unwrap_or_else(|e| panic!("evil-frontend: {e}"));
+    let publish = DevbusPublish {
+        id,
+        nr_ring_pages: 1,
+        event_port: port,
+        pad: 0,
+        ring_refs: [0; 8],
+    };
+    assert_eq!(
+        devbus::publish(&publish),
+        Err(Errno::EINVAL),
+        "foreign port"
+    );
+    let bad_pages = DevbusPublish {
+        nr_ring_pages: 3,
+        ..publish
+    };
+    assert_eq!(
+        devbus::publish(&bad_pages),
+        Err(Errno::EINVAL),
+        "3 ring pages"
+    );
+    let _ = events::close(port);
+    let visible = devbus::records().unwrap_or_else(|e| panic!("evil-frontend: {e}"));
+    assert!(
+        visible
+            .iter()
+            .all(|r| r.frontend == pv_guest_kit::start_info().domid),
+        "evil-frontend: sees another domain's records"
+    );
+    assert_eq!(
+        devbus::close(id + 1000),
+        Err(Errno::ENOENT),
+        "close of no record"
+    );
+    println!("evil-frontend: devbus refused create, destroy, connect, a foreign port and a bad ring size; only its own record is visible");
+}
+
 fn kmain(si: &'static StartInfo) {
     let args = Args::new(si.cmdline_str());
     let victim = args.get_u64("victim").unwrap_or(2) as u32;
@@ -80,6 +150,7 @@ fn kmain(si: &'static StartInfo) {
         record.is_some()
     });
     let Some(record) = record else { return };
+    devbus_attacks(record.id, record.backend, victim);
     let mut front =
         BlockFront::connect(record.id).unwrap_or_else(|e| panic!("evil-frontend: connect: {e}"));
     let units = front.info().sectors;
