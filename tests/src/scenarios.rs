@@ -625,9 +625,10 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d2) nettest: client connecting to 10.0.0.1:7"),
             Expect::Line("(d1) nettest: server received 262144 bytes intact, checksum"),
             Expect::Line("(d2) nettest: client sent 262144 bytes; the server confirmed count and checksum"),
-            // Whichever ends last may be closed by the driver domain's exit.
-            Expect::Line("(d0) netback: record 1 of d1 closed ("),
-            Expect::Line("(d0) netback: record 2 of d2 closed ("),
+            Expect::Line("(d0) netback: record 1 of d1 closed (the frontend closed)"),
+            Expect::Line("(d0) netback: record 2 of d2 closed (the frontend closed)"),
+            Expect::Count("(d1) nettest: vif disconnected, grants ended", 1),
+            Expect::Count("(d2) nettest: vif disconnected, grants ended", 1),
             Expect::Line(" 0 refused, "),
             Expect::Line("(hv) d1 'server': shut down (poweroff)"),
             Expect::Line("(hv) d2 'client': shut down (poweroff)"),

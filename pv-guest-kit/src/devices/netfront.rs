@@ -347,6 +347,48 @@ impl NetFront {
     pub fn ring_grefs(&self) -> &[GrantRef] {
         &self.ring_grefs
     }
+
+    /// Closes this side of the record, waits until the backend closed its
+    /// side too (so it no longer maps the rings or copies into the pages),
+    /// ends every grant and frees the pages. Pages whose grant cannot be
+    /// ended are kept out of use.
+    pub fn disconnect(mut self) -> Result<(), NetError> {
+        devbus::close(self.record)?;
+        devbus::wait_for(self.record, |r| r.state == DEVBUS_STATE_CLOSED)?;
+        let _ = events::close(self.port);
+        let mut stuck = 0usize;
+        let buffers = core::mem::take(&mut self.rx_bufs)
+            .into_iter()
+            .chain(core::mem::take(&mut self.tx_bufs));
+        for (frame, gref) in buffers {
+            if grant_table(|t| t.end_access(gref).is_ok()).unwrap_or(false) {
+                drop(frame);
+            } else {
+                stuck += 1;
+                core::mem::forget(frame);
+            }
+        }
+        let rings_free = self
+            .ring_grefs
+            .iter()
+            .all(|&g| grant_table(|t| t.end_access(g).is_ok()).unwrap_or(false));
+        if !rings_free {
+            for page in self
+                .tx_mem
+                .take_pages()
+                .into_iter()
+                .chain(self.rx_mem.take_pages())
+            {
+                core::mem::forget(page);
+            }
+            stuck += 1;
+        }
+        if stuck == 0 {
+            Ok(())
+        } else {
+            Err(NetError::Busy)
+        }
+    }
 }
 
 #[cfg(feature = "smoltcp")]

@@ -284,4 +284,8 @@ fn kmain(si: &'static StartInfo) {
         "nettest: vif counters: {} frames sent ({} not delivered), {} received",
         s.tx_frames, s.tx_errors, s.rx_frames
     );
+    drop(iface);
+    vif.disconnect()
+        .unwrap_or_else(|e| panic!("nettest: disconnect: {e}"));
+    println!("nettest: vif disconnected, grants ended");
 }
