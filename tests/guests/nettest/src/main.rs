@@ -29,7 +29,7 @@ use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::devices::devbus;
 use pv_guest_kit::devices::netfront::{find_vif, NetFront};
 use pv_guest_kit::events;
-use pv_guest_kit::hypercall::hypercall_raw;
+use pv_guest_kit::hypercall::{hypercall_raw, sched_yield};
 use pv_guest_kit::println;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -162,6 +162,10 @@ fn kmain(si: &'static StartInfo) {
         tcp::SocketBuffer::new(vec![0; 32 * 1024]),
         tcp::SocketBuffer::new(vec![0; 32 * 1024]),
     );
+    // Acknowledge at once: on a bridge between two domains a delayed ACK
+    // only stalls the sender's window.
+    let mut socket = socket;
+    socket.set_ack_delay(None);
     let mut sockets = SocketSet::new(vec![]);
     let handle = sockets.add(socket);
 
@@ -269,6 +273,11 @@ fn kmain(si: &'static StartInfo) {
             let until = now_ns(si) + delay.total_micros() * 1000;
             if delay.total_micros() > 0 {
                 let _ = poll_until(port, until);
+            } else {
+                // smoltcp wants to run again at once (e.g. it has more to
+                // send than the vif takes now): let the peer and the
+                // driver domain run first instead of spinning.
+                sched_yield();
             }
         }
     }
