@@ -6,7 +6,8 @@
 //! The caller's capability, the domains' existence and the event port are
 //! checked under `DOMAINS` and `EVENTS`, held across the change, so no
 //! domain can die between the check and the record (a death is processed
-//! under `DOMAINS` too).
+//! under `DOMAINS` too). Guest memory is only read before and written
+//! after the locks are held.
 
 use hypercall_abi::devbus::*;
 use hypercall_abi::evtchn::VIRQ_DEVBUS;
@@ -72,13 +73,23 @@ pub fn devbus_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
                     .is_some_and(|dom| dom.state == DomainState::Running)
             };
             let (id, n) = bus.create(&create, &alive)?;
+            drop(bus);
+            notify(&mut table, &mut events, &n);
+            drop(events);
+            drop(table);
+            // Guest memory is written with no lock held.
             create.id = id;
             if let Err(e) = write_obj(arg, &create) {
                 // The caller cannot learn the id: take the record back.
-                let _ = bus.destroy(id);
+                let mut table = DOMAINS.lock();
+                let mut events = EVENTS.lock();
+                let gone = DEVBUS.lock().destroy(id);
+                if let Ok(n) = gone {
+                    notify(&mut table, &mut events, &n);
+                }
                 return Err(e);
             }
-            (Ok(u64::from(id)), n)
+            return Ok(u64::from(id));
         }
         (DEVBUSOP_DESTROY, Input::Id(id)) => {
             if !admin {
