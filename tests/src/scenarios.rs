@@ -595,13 +595,13 @@ pub(crate) static ALL: &[Scenario] = &[
     },
     Scenario {
         name: "net-tcp",
-        about: "Two guests exchange 256 KiB over TCP (smoltcp on netfront) through their vifs and the driver domain's learning bridge",
+        about: "Two guests exchange 256 KiB over TCP (smoltcp on netfront) through their vifs and the driver domain's learning bridge, while a third forges the server's MAC and is dropped",
         kind: Kind::Test,
         hv_cmdline: HV_CMDLINE,
         modules: &[
             Module {
                 image: Image::Guest("driver-domain"),
-                args: "name=driver mem=32M -- net=1:02:00:00:00:00:01 net=2:02:00:00:00:00:02",
+                args: "name=driver mem=32M -- net=1:02:00:00:00:00:01 net=2:02:00:00:00:00:02 net=3:02:00:00:00:00:03",
             },
             Module {
                 image: Image::Guest("nettest"),
@@ -610,6 +610,10 @@ pub(crate) static ALL: &[Scenario] = &[
             Module {
                 image: Image::Guest("nettest"),
                 args: "name=client mem=16M -- role=client ip=10.0.0.2 server=10.0.0.1 bytes=262144",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=spoofer mem=16M -- role=spoofer ip=10.0.0.3 victim=02:00:00:00:00:01",
             },
         ],
         smp: 1,
@@ -629,9 +633,11 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) netback: record 2 of d2 closed (the frontend closed)"),
             Expect::Count("(d1) nettest: vif disconnected, grants ended", 1),
             Expect::Count("(d2) nettest: vif disconnected, grants ended", 1),
-            Expect::Line(" 0 refused, "),
+            Expect::Count(" 0 refused, ", 2),
             Expect::Line("(hv) d1 'server': shut down (poweroff)"),
             Expect::Line("(hv) d2 'client': shut down (poweroff)"),
+            Expect::Line("(d3) nettest: spoofer: 50 frames with a forged source MAC dropped, 10 honest broadcasts forwarded"),
+            Expect::Line("(d0) netback: record 3 of d3 closed (the frontend closed): 10 frames sent, 50 refused"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),
             Expect::Absent("crashed"),

@@ -291,6 +291,11 @@ impl NetFront {
         tx || rx || !self.received.is_empty()
     }
 
+    /// Whether every transmitted frame was answered (after [`Self::poll`]).
+    pub fn tx_idle(&self) -> bool {
+        self.tx_free.len() == TX_BUFFERS
+    }
+
     /// Whether a tx buffer is free (after [`Self::poll`]).
     pub fn can_transmit(&self) -> bool {
         !self.tx_free.is_empty()

@@ -123,12 +123,79 @@ fn fnv(hash: u64, byte: u8) -> u64 {
 
 const FNV_INIT: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// The spoofer (NET-4): sends frames that claim another vif's MAC as their
+/// source, which the backend must drop before its bridge learns anything
+/// from them, and frames with its own MAC, which it must forward.
+fn spoof(si: &StartInfo, mut vif: NetFront, args: &Args<'_>) {
+    const FORGED: u64 = 50;
+    const HONEST: u64 = 10;
+    let victim = parse_mac(args.get("victim").unwrap_or("02:00:00:00:00:01"));
+    let own = vif.mac();
+    let mut frame = [0u8; 60];
+    // An ethertype nobody speaks (IEEE 802 local experimental).
+    frame[12] = 0x88;
+    frame[13] = 0xb5;
+    let mut sent = 0;
+    for i in 0..FORGED + HONEST {
+        let forged = i < FORGED;
+        // Forged frames go to the broadcast address, honest ones too.
+        frame[..6].copy_from_slice(&[0xff; 6]);
+        frame[6..12].copy_from_slice(if forged { &victim } else { &own });
+        loop {
+            match vif.transmit(&frame) {
+                Ok(()) => break,
+                Err(pv_guest_kit::devices::netfront::NetError::Busy) => sched_yield(),
+                Err(e) => panic!("nettest: spoofer: transmit: {e}"),
+            }
+        }
+        sent += 1;
+    }
+    // Wait until every tx request was answered.
+    let deadline = now_ns(si) + 10_000_000_000;
+    loop {
+        vif.poll()
+            .unwrap_or_else(|e| panic!("nettest: spoofer: {e}"));
+        let s = vif.stats();
+        if s.tx_frames == sent && vif.tx_idle() {
+            break;
+        }
+        assert!(
+            now_ns(si) < deadline,
+            "nettest: spoofer: tx never completed"
+        );
+        let _ = poll_until(vif.port(), now_ns(si) + 10_000_000);
+    }
+    let s = vif.stats();
+    assert_eq!(
+        s.tx_errors, FORGED,
+        "nettest: spoofer: forged frames were not all dropped"
+    );
+    println!(
+        "nettest: spoofer: {FORGED} frames with a forged source MAC dropped, {HONEST} honest broadcasts forwarded"
+    );
+    vif.disconnect()
+        .unwrap_or_else(|e| panic!("nettest: spoofer: disconnect: {e}"));
+}
+
+fn parse_mac(text: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .unwrap_or_else(|| panic!("nettest: bad MAC `{text}`"));
+    }
+    mac
+}
+
 fn kmain(si: &'static StartInfo) {
     let args = Args::new(si.cmdline_str());
-    let server = match args.get("role") {
+    let role = args.get("role");
+    let server = match role {
         Some("server") => true,
-        Some("client") => false,
-        other => panic!("nettest: role must be server or client, not {other:?}"),
+        Some("client" | "spoofer") => false,
+        other => panic!("nettest: role must be server, client or spoofer, not {other:?}"),
     };
     let ip = parse_ip(
         args.get("ip")
@@ -151,6 +218,10 @@ fn kmain(si: &'static StartInfo) {
         "nettest: vif up, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {ip}",
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
     );
+    if role == Some("spoofer") {
+        spoof(si, vif, &args);
+        return;
+    }
 
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = u64::from(si.domid) * 0x9e37_79b9 + now_ns(si);
