@@ -556,7 +556,8 @@ pub(crate) static ALL: &[Scenario] = &[
         modules: &[
             Module {
                 image: Image::Guest("driver-domain"),
-                args: "name=driver mem=64M -- disk=16 seed=gpt-fat blk=1:gpt:2 blk=2:gpt:1",
+                // d1's disk is the scratch partition given as an LBA range.
+                args: "name=driver mem=64M -- disk=16 seed=gpt-fat blk=1:lba:28638+4096 blk=2:gpt:1",
             },
             Module {
                 image: Image::Guest("evil-frontend"),
@@ -572,7 +573,7 @@ pub(crate) static ALL: &[Scenario] = &[
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
-            Expect::Line("(d0) toolstack: record 1: blk for d1, Gpt(2), 4096 units"),
+            Expect::Line("(d0) toolstack: record 1: blk for d1, Lba { first: 28638, count: 4096 }, 4096 units"),
             Expect::Line("(d0) toolstack: record 2: blk for d2, Gpt(1)"),
             Expect::Line("(d1) evil-frontend: devbus refused create, destroy, connect, a foreign port and a bad ring size; only its own record is visible"),
             Expect::Line("(d1) evil-frontend: 16 malformed requests all got error responses; the disk is unchanged"),
