@@ -2,7 +2,9 @@
 //! ([`devbus`]), rings that span several granted pages ([`ring_pages`]), the
 //! domain's one grant table shared by every device ([`grant_table`]), and
 //! the frontends: [`blkfront`] (a block device with queued asynchronous
-//! requests) and, for backends, the same pieces.
+//! requests) and [`netfront`] (a vif; a smoltcp `Device` with the `smoltcp`
+//! feature). Backends use the same devbus client, ring memory and
+//! [`grant_copy`].
 
 pub mod blkfront;
 pub mod devbus;
@@ -18,7 +20,9 @@ use crate::grants::{GrantError, GrantTable};
 const DEVICE_GRANT_FRAMES: u32 = 4;
 
 /// The domain's grant table, set up on first use (a domain has one table;
-/// every device of the kit shares it).
+/// every device of the kit shares it). A guest that uses these devices
+/// must grant its own pages through [`grant_table`] too: setting up a
+/// second `GrantTable` would replace this one (GNT-1).
 static GRANTS: Mutex<Option<GrantTable>> = Mutex::new(None);
 
 /// Runs `f` on the domain's grant table, setting it up first if needed.
