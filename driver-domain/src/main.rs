@@ -8,6 +8,10 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![deny(unsafe_code)]
 
+extern crate alloc;
+
+mod backend;
+
 use hypercall_abi::domctl::DOMAIN_STATE_RUNNING;
 use hypercall_abi::evtchn::VIRQ_DOM_EXC;
 use hypercall_abi::sched::SHUTDOWN_POWEROFF;
@@ -30,7 +34,8 @@ fn kmain(si: &'static StartInfo) {
     };
     // The event only wakes the wait below, which re-checks the domains.
     events::set_handler(port, domain_exception);
-    events::wait_until(|| match other_domain_running(si.domid) {
+    let mut backends = backend::Backends::start(si);
+    backends.run_until(|| match other_domain_running(si.domid) {
         Ok(running) => !running,
         Err(err) => panic!("driver: cannot list domains: {err}"),
     });

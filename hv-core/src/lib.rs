@@ -13,6 +13,7 @@ extern crate alloc;
 pub mod arch;
 pub mod boot;
 pub mod console;
+pub mod devbus;
 pub mod domain;
 pub mod event;
 pub mod grant;

@@ -144,5 +144,7 @@ pub const VIRQ_TIMER: u32 = 0;
 pub const VIRQ_CONSOLE: u32 = 2;
 /// VIRQ: a domain shut down or crashed (driver domain).
 pub const VIRQ_DOM_EXC: u32 = 3;
+/// VIRQ: a devbus record naming this domain changed (DEV-4), since 0.5.
+pub const VIRQ_DEVBUS: u32 = 4;
 /// Number of VIRQs.
 pub const NR_VIRQS: u32 = 8;

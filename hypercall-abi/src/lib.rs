@@ -13,7 +13,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod blkif;
 pub mod console;
+pub mod devbus;
 pub mod domctl;
 pub mod elf_note;
 pub mod errno;
@@ -24,6 +26,7 @@ pub mod layout;
 pub mod machine;
 pub mod mm;
 pub mod multicall;
+pub mod netif;
 pub mod ring;
 pub mod sched;
 pub mod shared_info;

@@ -25,6 +25,9 @@ bitflags! {
         /// Its shutdown ends the machine: poweroff/reboot of this domain powers
         /// the machine off. Held by the driver domain.
         const MACHINE_POWER = 1 << 2;
+        /// May create and destroy devbus records (DEV-2), since 0.5. Bit 8
+        /// leaves 3..8 to the other 0.5 capabilities.
+        const DEVBUS_ADMIN = 1 << 8;
     }
 }
 

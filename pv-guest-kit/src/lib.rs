@@ -50,6 +50,7 @@ pub mod console;
 pub mod bench;
 mod callbacks;
 pub mod cmdline;
+pub mod devices;
 pub mod events;
 pub mod grants;
 pub mod hypercall;

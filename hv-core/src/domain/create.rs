@@ -126,7 +126,10 @@ pub fn create_boot_domain(
     }
 
     let capabilities = if driver {
-        Capabilities::CONSOLE_READ | Capabilities::DOMAIN_QUERY | Capabilities::MACHINE_POWER
+        Capabilities::CONSOLE_READ
+            | Capabilities::DOMAIN_QUERY
+            | Capabilities::MACHINE_POWER
+            | Capabilities::DEVBUS_ADMIN
     } else {
         Capabilities::empty()
     };
@@ -321,6 +324,7 @@ pub fn reap_dead_domains() {
             domid,
             &mut crate::event::delivery::Notifier { table: &mut table },
         );
+        crate::devbus::hypercall::domain_died(&mut table, domid);
         domain.flush_console();
         let mut grants = crate::grant::live::GRANTS.lock();
         let released = live::with_page_tables(|pt| {

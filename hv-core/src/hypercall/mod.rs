@@ -13,6 +13,7 @@ mod traps;
 mod vcpu;
 mod version;
 
+use hypercall_abi::hypercall::HYPERCALL_SLOTS;
 use hypercall_abi::{Errno, Hypercall};
 
 use crate::arch::entry::TrapFrame;
@@ -22,10 +23,14 @@ pub use traps::{bounce_exception, deliver, guest_insn_bytes, user_syscall, Deliv
 
 type Handler = fn(&mut TrapFrame);
 
+/// Slots of the dispatch table: every hypercall number (numbers are
+/// reserved per feature, so the table may have gaps).
+const NR_HANDLERS: usize = HYPERCALL_SLOTS as usize;
+
 /// The handler of each hypercall, indexed by number. Built from the ABI's
 /// table, so a hypercall added there without a handler here does not compile.
-static HANDLERS: [Handler; Hypercall::ALL.len()] = {
-    let mut table: [Handler; Hypercall::ALL.len()] = [no_such_hypercall; Hypercall::ALL.len()];
+static HANDLERS: [Handler; NR_HANDLERS] = {
+    let mut table: [Handler; NR_HANDLERS] = [no_such_hypercall; NR_HANDLERS];
     let mut i = 0;
     while i < Hypercall::ALL.len() {
         let h = Hypercall::ALL[i];
@@ -64,6 +69,7 @@ const fn handler_for(h: Hypercall) -> Handler {
         Hypercall::SetTimerOp => |f| set_result(f, sched_op::set_timer_op(f.rdi)),
         Hypercall::VcpuOp => |f| set_result(f, vcpu::vcpu_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::GrantTableOp => |f| set_result(f, grant::grant_table_op(f.rdi, f.rsi, f.rdx)),
+        Hypercall::DevbusOp => |f| set_result(f, crate::devbus::hypercall::devbus_op(f.rdi, f.rsi)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);
             finish(f, flow)

@@ -19,7 +19,8 @@ pub const FEATURES: Features = Features::HYPERCALL_PAGE
     .union(Features::EVTCHN)
     .union(Features::GRANT_TABLES)
     .union(Features::TIME)
-    .union(Features::SMP);
+    .union(Features::SMP)
+    .union(Features::DEVBUS);
 
 #[inline]
 pub fn version(cmd: u64) -> Result<u64, Errno> {
