@@ -620,11 +620,11 @@ pub(crate) static ALL: &[Scenario] = &[
             DRIVER,
             Module {
                 image: Image::Guest("schedbench"),
-                args: "name=schedbench mem=8M vcpus=2 pin=1,0 -- role=main echo=2",
+                args: "name=schedbench mem=8M vcpus=2 pin=0,1 -- role=main echo=2",
             },
             Module {
                 image: Image::Guest("pingpong"),
-                args: "name=echo mem=4M pin=0 -- role=echo peer=1 peer_port=1",
+                args: "name=echo mem=4M pin=1 -- role=echo peer=1 peer_port=1",
             },
         ],
         smp: 2,
@@ -635,7 +635,7 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("BENCH name=sched_yield_cycles"),
             Expect::Line("BENCH name=evtchn_pingpong_cross_cpu_cycles"),
             Expect::Line("BENCH name=ipi_roundtrip_cycles"),
-            Expect::Line("(d1) schedbench: vCPU 0 on pCPU 1;"),
+            Expect::Line("(d1) schedbench: vCPU 0 on pCPU 0;"),
             Expect::Line("(d1) schedbench: IPI round trips answered:"),
             Expect::Absent("FAILED"),
             Expect::Absent("crashed"),

@@ -14,7 +14,7 @@
 
 use alloc::vec::Vec;
 
-use hypercall_abi::evtchn::{Port, NR_VIRQS};
+use hypercall_abi::evtchn::{Port, NR_VIRQS, VIRQ_TIMER};
 use hypercall_abi::{DomId, Errno};
 
 /// Ports a domain may hold (the 2-level ABI addresses 4096).
@@ -51,7 +51,10 @@ const FREE: Channel = Channel {
 #[derive(Default)]
 struct DomainPorts {
     ports: Vec<Channel>,
+    /// The port of each global VIRQ (0 = unbound).
     virqs: [Port; NR_VIRQS as usize],
+    /// VIRQ_TIMER is per vCPU: each vCPU binds its own (since 0.5).
+    vcpu_timers: alloc::collections::BTreeMap<u32, Port>,
 }
 
 /// Per-domain state indexed directly by domain id (ids are small and never
@@ -225,6 +228,14 @@ impl EventChannels {
         if virq >= NR_VIRQS {
             return Err(Errno::EINVAL);
         }
+        if virq == VIRQ_TIMER {
+            if self.ports(dom)?.vcpu_timers.contains_key(&vcpu) {
+                return Err(Errno::EEXIST);
+            }
+            let port = self.allocate(dom, ChannelState::Virq(virq), vcpu)?;
+            self.ports(dom)?.vcpu_timers.insert(vcpu, port);
+            return Ok(port);
+        }
         if self.ports(dom)?.virqs[virq as usize] != 0 {
             return Err(Errno::EEXIST);
         }
@@ -241,7 +252,8 @@ impl EventChannels {
     /// EVTCHNOP_BIND_VCPU.
     pub fn bind_vcpu(&mut self, dom: DomId, port: Port, vcpu: u32) -> Result<(), Errno> {
         let c = self.channel(dom, port)?;
-        if c.state == ChannelState::Free {
+        // A per-vCPU VIRQ stays with the vCPU that bound it.
+        if matches!(c.state, ChannelState::Free | ChannelState::Virq(VIRQ_TIMER)) {
             return Err(Errno::EINVAL);
         }
         c.vcpu = vcpu;
@@ -260,6 +272,9 @@ impl EventChannels {
                 if let Ok(peer) = self.channel(remote, remote_port) {
                     peer.state = ChannelState::Unbound { remote: dom };
                 }
+            }
+            ChannelState::Virq(VIRQ_TIMER) => {
+                self.ports(dom)?.vcpu_timers.remove(&c.vcpu);
             }
             ChannelState::Virq(v) => self.ports(dom)?.virqs[v as usize] = 0,
             ChannelState::Unbound { .. } | ChannelState::Ipi => {}
@@ -299,11 +314,26 @@ impl EventChannels {
         let Some(d) = self.domains.get(&dom) else {
             return;
         };
-        let Some(&port) = d.virqs.get(virq as usize) else {
-            return;
+        let port = if virq == VIRQ_TIMER {
+            d.vcpu_timers.get(&0).copied().unwrap_or(0)
+        } else {
+            let Some(&port) = d.virqs.get(virq as usize) else {
+                return;
+            };
+            port
         };
         if port != 0 {
             let vcpu = d.ports.get(port as usize).map_or(0, |c| c.vcpu);
+            sink.set_pending(dom, port, vcpu);
+        }
+    }
+
+    /// Raises VIRQ_TIMER for vCPU `vcpu` of `dom` (if that vCPU bound it).
+    pub fn send_vcpu_timer(&mut self, dom: DomId, vcpu: u32, sink: &mut dyn EventSink) {
+        let Some(d) = self.domains.get(&dom) else {
+            return;
+        };
+        if let Some(&port) = d.vcpu_timers.get(&vcpu) {
             sink.set_pending(dom, port, vcpu);
         }
     }
@@ -368,11 +398,20 @@ impl EventChannels {
                                 remote_port: port as Port,
                             })
                     }
+                    ChannelState::Virq(VIRQ_TIMER) => {
+                        d.vcpu_timers.get(&c.vcpu) == Some(&(port as Port))
+                    }
                     ChannelState::Virq(v) => d.virqs.get(v as usize) == Some(&(port as Port)),
                     _ => true,
                 };
                 if !consistent {
                     return Err("interdomain channel not symmetric, or VIRQ table out of step");
+                }
+            }
+            for (&vcpu, &port) in &d.vcpu_timers {
+                let c = d.ports.get(port as usize);
+                if c.map(|c| (c.state, c.vcpu)) != Some((ChannelState::Virq(VIRQ_TIMER), vcpu)) {
+                    return Err("a vCPU's timer VIRQ is bound to a port that is not its own");
                 }
             }
             for (v, &port) in d.virqs.iter().enumerate() {
@@ -426,6 +465,32 @@ mod tests {
             ChannelState::Unbound { remote: 1 }
         );
         assert_eq!(ev.close(1, p), Err(Errno::EINVAL));
+        ev.check().unwrap();
+    }
+
+    #[test]
+    fn timer_virq_is_per_vcpu() {
+        struct Sink(Vec<(DomId, Port, u32)>);
+        impl EventSink for Sink {
+            fn set_pending(&mut self, dom: DomId, port: Port, vcpu: u32) {
+                self.0.push((dom, port, vcpu));
+            }
+        }
+        let mut ev = EventChannels::new();
+        ev.add_domain(3);
+        let p0 = ev.bind_virq(3, VIRQ_TIMER, 0).unwrap();
+        let p2 = ev.bind_virq(3, VIRQ_TIMER, 2).unwrap();
+        assert_ne!(p0, p2);
+        assert_eq!(ev.bind_virq(3, VIRQ_TIMER, 2), Err(Errno::EEXIST));
+        assert_eq!(ev.bind_vcpu(3, p2, 1), Err(Errno::EINVAL));
+        let mut sink = Sink(Vec::new());
+        ev.send_vcpu_timer(3, 2, &mut sink);
+        ev.send_vcpu_timer(3, 1, &mut sink);
+        ev.send_virq(3, VIRQ_TIMER, &mut sink);
+        assert_eq!(sink.0, [(3, p2, 2), (3, p0, 0)]);
+        ev.check().unwrap();
+        ev.close(3, p2).unwrap();
+        assert_eq!(ev.bind_virq(3, VIRQ_TIMER, 2).map(|_| ()), Ok(()));
         ev.check().unwrap();
     }
 

@@ -116,6 +116,13 @@ pub fn send_virq(dom: DomId, virq: u32) {
     events.send_virq(dom, virq, &mut Notifier { table: &mut table });
 }
 
+/// Raises VIRQ_TIMER for vCPU `vcpu` of `dom` (if that vCPU bound it).
+pub fn send_vcpu_timer(dom: DomId, vcpu: u32) {
+    let mut table = DOMAINS.lock();
+    let mut events = EVENTS.lock();
+    events.send_vcpu_timer(dom, vcpu, &mut Notifier { table: &mut table });
+}
+
 /// Clears `port`'s mask bit; if it is pending, raises the upcall again.
 pub fn unmask(domain: &Domain, port: Port) {
     let si = shared(domain);

@@ -94,7 +94,7 @@ pub fn set_timer_op(deadline: u64) -> Result<u64, Errno> {
         vcpu.timer_deadline = if fire_now { 0 } else { deadline };
     }
     if fire_now {
-        send_virq(id.domid, hypercall_abi::evtchn::VIRQ_TIMER);
+        crate::event::delivery::send_vcpu_timer(id.domid, id.vcpu);
     }
     Ok(0)
 }

@@ -5,7 +5,6 @@
 
 use alloc::vec::Vec;
 
-use hypercall_abi::evtchn::VIRQ_TIMER;
 use hypercall_abi::shared_info::SharedInfo;
 use hypercall_abi::DomId;
 
@@ -92,7 +91,7 @@ pub fn publish(shared_info_mfn: u64, nr_vcpus: usize) {
 /// `sched_op(poll)` waits whose timeout passed.
 pub fn expire_timers() {
     let now = now_ns();
-    let mut fire: Vec<DomId> = Vec::new();
+    let mut fire: Vec<(DomId, u32)> = Vec::new();
     {
         let mut table = DOMAINS.lock();
         for d in table.domains.values_mut() {
@@ -102,7 +101,7 @@ pub fn expire_timers() {
             for (i, v) in d.vcpus.iter_mut().enumerate() {
                 if v.timer_deadline != 0 && v.timer_deadline <= now {
                     v.timer_deadline = 0;
-                    fire.push(d.id);
+                    fire.push((d.id, i as u32));
                 }
                 if v.blocked && v.poll_deadline != 0 && v.poll_deadline <= now {
                     v.blocked = false;
@@ -119,7 +118,7 @@ pub fn expire_timers() {
             }
         }
     }
-    for dom in fire {
-        crate::event::delivery::send_virq(dom, VIRQ_TIMER);
+    for (dom, vcpu) in fire {
+        crate::event::delivery::send_vcpu_timer(dom, vcpu);
     }
 }

@@ -70,17 +70,19 @@ fn number(args: &Args<'_>, key: &str, default: Option<u64>) -> u64 {
 }
 
 /// Tries `attempt` until it stops failing with one of `transient`, yielding
-/// in between (the peer has not set things up yet); panics after `tries`.
+/// in between (the peer has not set things up yet, possibly on another
+/// pCPU); panics after 10 s of system time.
 fn retry<T>(what: &str, transient: &[Errno], mut attempt: impl FnMut() -> Result<T, Errno>) -> T {
-    const TRIES: u32 = 100_000;
-    for _ in 0..TRIES {
+    const GIVE_UP_NS: u64 = 10_000_000_000;
+    let deadline = pv_guest_kit::time::now_ns() + GIVE_UP_NS;
+    while pv_guest_kit::time::now_ns() < deadline {
         match attempt() {
             Ok(value) => return value,
             Err(errno) if transient.contains(&errno) => sched_yield(),
             Err(errno) => panic!("pingpong: {what}: {errno}"),
         }
     }
-    panic!("pingpong: {what}: still failing after {TRIES} tries")
+    panic!("pingpong: {what}: still failing after 10 s")
 }
 
 /// Binds to `peer`'s unbound `peer_port`, retrying until the peer has
