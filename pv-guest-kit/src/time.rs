@@ -1,5 +1,6 @@
 //! Time without a hypercall (SPEC.md TIME-1): system time in nanoseconds from
-//! the PV clock the hypervisor publishes in vcpu_info, and busy-wait helpers.
+//! the PV clock the hypervisor publishes in vcpu_info, a busy wait, and
+//! sleeping on a vCPU's one-shot timer (TIME-2).
 //!
 //! The clock's parameters are the same for every vCPU and the TSC is shared,
 //! so any vCPU reads a monotonic, machine-wide time from vcpu_info 0.
@@ -59,6 +60,40 @@ pub fn spin_until(deadline_ns: u64) {
     while now_ns() < deadline_ns {
         core::hint::spin_loop();
     }
+}
+
+/// Each vCPU's timer port (`VIRQ_TIMER` is per vCPU), bound on first use.
+static TIMER_PORTS: [core::sync::atomic::AtomicU32; 32] =
+    [const { core::sync::atomic::AtomicU32::new(0) }; 32];
+
+/// Blocks vCPU `vcpu` (the caller's own number: 0, or what
+/// [`crate::smp::start_vcpu`] passed it) until system time reaches
+/// `deadline_ns`, on its one-shot timer (`set_timer_op`) — no CPU is used
+/// meanwhile. The timer port is bound on first use and kept masked, so the
+/// kit's upcall never consumes it; wakes up at most about a timer tick (1 ms)
+/// late.
+pub fn sleep_until(vcpu: u32, deadline_ns: u64) -> Result<(), hypercall_abi::Errno> {
+    use hypercall_abi::evtchn::VIRQ_TIMER;
+    let slot = TIMER_PORTS
+        .get(vcpu as usize)
+        .ok_or(hypercall_abi::Errno::EINVAL)?;
+    let mut port = slot.load(Ordering::Relaxed);
+    if port == 0 {
+        port = crate::hypercall::evtchn_bind_virq(VIRQ_TIMER, vcpu)?;
+        crate::events::mask(port);
+        slot.store(port, Ordering::Relaxed);
+    }
+    while now_ns() < deadline_ns {
+        crate::hypercall::set_timer(deadline_ns)?;
+        crate::hypercall::sched_poll(&[port])?;
+        crate::events::clear_pending(port);
+    }
+    Ok(())
+}
+
+/// [`sleep_until`] `ns` from now.
+pub fn sleep_ns(vcpu: u32, ns: u64) -> Result<(), hypercall_abi::Errno> {
+    sleep_until(vcpu, now_ns().saturating_add(ns))
 }
 
 #[cfg(test)]

@@ -18,11 +18,10 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use hypercall_abi::evtchn::VIRQ_TIMER;
 use hypercall_abi::start_info::StartInfo;
 use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::time::{now_ns, spin_until};
-use pv_guest_kit::{events, hypercall, println};
+use pv_guest_kit::{hypercall, println};
 
 pv_guest_kit::entry!(kmain);
 
@@ -76,25 +75,12 @@ fn spin(label: &str, from: u64, to: u64) {
 }
 
 fn sleep(label: &str, from: u64, to: u64, period: u64) {
-    let port = events::bind_virq(VIRQ_TIMER).unwrap_or_else(|_| fail("binding VIRQ_TIMER"));
-    // Polled, never delivered: with the port unmasked, a timer that fires
-    // while we run would be consumed by the kit's upcall before we poll.
-    events::mask(port);
     spin_until(from);
     let mut late: Vec<u64> = Vec::new();
     while now_ns() + period < to {
         let deadline = now_ns() + period;
-        if hypercall::set_timer(deadline).is_err() {
-            fail("set_timer_op");
-        }
-        loop {
-            if events::poll(&[port]).is_err() {
-                fail("sched_op(poll)");
-            }
-            events::clear_pending(port);
-            if now_ns() >= deadline {
-                break;
-            }
+        if pv_guest_kit::time::sleep_until(0, deadline).is_err() {
+            fail("sleeping on the vCPU's timer");
         }
         late.push(now_ns() - deadline);
     }
