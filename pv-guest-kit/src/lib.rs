@@ -22,6 +22,7 @@
 //!   [`grants::grant_copy`]).
 //! - [`ring`]: shared rings over a granted page with an event channel
 //!   ([`ring::Frontend`], [`ring::Backend`]).
+//! - [`testing`]: test guests' reports and their one result line (XTF-style).
 //! - [`cmdline`], [`bench`]: portable helpers, unit-tested on the host.
 //! - the panic handler (kernel target only): report, flush, `SHUTDOWN_CRASH`.
 //!
@@ -56,6 +57,7 @@ pub mod mm;
 pub mod note;
 pub mod ring;
 pub mod start;
+pub mod testing;
 pub mod traps;
 pub mod user;
 
