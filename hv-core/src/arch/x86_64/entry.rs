@@ -273,9 +273,16 @@ global_asm!(
     .balign 16
     .global syscall_floor_entry
     /* bench_op(BENCH_SYSCALL_FLOOR): the cheapest possible SYSCALL round trip.
-       rcx and r11 hold what SYSCALL put there; nothing else is touched. */
+       rcx and r11 hold what SYSCALL put there; only flags are touched. */
 syscall_floor_entry:
-    sysretq
+    /* XSA-7: never SYSRET to a non-canonical rip. A SYSCALL from guest
+       space leaves rcx non-canonical only as 2^47 (bit 63 clear, bit 47
+       set); that one takes the full entry, which delivers a #GP. */
+    btq $63, %rcx
+    jc 1f
+    btq $47, %rcx
+    jc syscall_entry
+1:  sysretq
 "#,
     options(att_syntax)
 );
