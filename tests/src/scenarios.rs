@@ -52,6 +52,51 @@ const fn broken_hello(
     }
 }
 
+/// One security regression scenario (`xsa-<n>`, see `tests/guests/xsa-suite`):
+/// the suite's image as domain 1 running test `$name`, then any partner
+/// modules. It passes only on the test's own `SUCCESS` result line (and the
+/// partners' lines given in `$expect`), a clean audit and no crash.
+macro_rules! xsa {
+    ($name:literal, $about:literal, [$($module:expr),*], [$($expect:expr),*]) => {
+        Scenario {
+            name: $name,
+            about: $about,
+            kind: Kind::Test,
+            hv_cmdline: HV_CMDLINE_AUDIT,
+            modules: &[
+                DRIVER,
+                Module {
+                    image: Image::Guest("xsa-suite"),
+                    args: concat!("name=", $name, " mem=16M -- test=", $name),
+                },
+                $($module),*
+            ],
+            smp: 1,
+            mem_mib: 256,
+            timeout_secs: 60,
+            exit_status: POWEROFF,
+            expect: &[
+                Expect::Line(concat!("(d1) test result: ", $name, ": SUCCESS")),
+                Expect::Count(concat!("(d1) test result: ", $name, ":"), 1),
+                Expect::Line(concat!("(hv) d1 '", $name, "': shut down (poweroff)")),
+                Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+                Expect::Line("audit: ok"),
+                Expect::Absent("audit: FAILED"),
+                Expect::Absent("(hv) PANIC"),
+                $($expect),*
+            ],
+        }
+    };
+}
+
+/// A partner domain of an `xsa-<n>` scenario: the suite's image in `role`.
+const fn xsa_partner(args: &'static str) -> Module {
+    Module {
+        image: Image::Guest("xsa-suite"),
+        args,
+    }
+}
+
 /// Every scenario, in the order `cargo xtask test` runs them.
 pub(crate) static ALL: &[Scenario] = &[
     Scenario {
@@ -505,4 +550,80 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("crashed"),
         ],
     },
+    xsa!(
+        "xsa-7",
+        "A syscall whose return address is 2^47 and non-canonical handler, callback and iret targets: the guest gets a fault at a canonical rip",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-148",
+        "Superpage (PS) entries in L2/L3, also as a flags-only change of a present entry, are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-167",
+        "mmuext and mmu_update operations on mfns past the end of memory are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-182",
+        "Flipping only the RW bit of a page-table mapping is refused; no self-mapping L4 entry exists to flip",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-204",
+        "syscall with TF set: the hypercall returns, the #DB reaches the guest, also across continuations",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-212",
+        "A batch whose request array runs into non-canonical space fails with EFAULT exactly there, after continuations",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-213",
+        "iret and nested multicall entries in a multicall are refused; the vCPU stays in kernel mode",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-240",
+        "Linear page-table entries and chains at every level are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-260",
+        "mov ss before syscall, int3 and int 0x80; ring-3 debug registers fault",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-286",
+        "Writable mappings removed without a flush in a multicall that pins the frame: stale aliases fault",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-299",
+        "A big table tree failing validation at its last entry leaves no types behind; a batch failing after continuations stops exactly there",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-339",
+        "Hypercalls and exceptions entered with NT, AC, DF and TF set work; copies run forwards",
+        [],
+        [
+            Expect::Line("(d1) xsa-339: console copy with NT|AC|DF|TF set: 0123456789abcdef"),
+            Expect::Line("(d1) xsa-339: console copy with DF set: 0123456789abcdef"),
+            Expect::Absent("crashed")
+        ]
+    ),
 ];
