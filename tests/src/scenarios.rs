@@ -626,4 +626,67 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("crashed")
         ]
     ),
+    xsa!(
+        "xsa-224",
+        "A grant mapped twice and unmapped in steps (repeated handle, wrong address) drops one reference per mapping; unknown map flags are refused",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-224-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-224-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-226",
+        "512 grant copies work, 513 are refused, a bad one fails alone, an unreadable batch fails whole; nothing is left in use",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-226-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-226-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-227",
+        "Misaligned, non-canonical, hypervisor and in-use mapping addresses and a PTE-address flag are handled as documented",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-227-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-227-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-230",
+        "A grant mapped eight times stays in use until the last unmap; a partly bad map batch maps exactly the good ones",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-230-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-230-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-234",
+        "A read-only grant mapping cannot be made writable or removed by page-table updates; its unmap releases it",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-234-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-234-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-316",
+        "Every failing hypercall and every failed batch operation returns a negative errno",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-316-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-316-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-380",
+        "An unmap batch with repeated and bogus handles unmaps each mapping exactly once",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-380-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-380-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
 ];

@@ -227,3 +227,26 @@ pub fn catch_with_live_flags(flags: u64) -> Option<(u64, u64)> {
     let live = LIVE_RFLAGS.load(Ordering::SeqCst);
     (live != u64::MAX).then_some((frame_flags, live))
 }
+
+/// TSC ticks per millisecond, from the PV clock's scale (TIME-1).
+pub fn tsc_per_ms() -> u64 {
+    let si = pv_guest_kit::start_info();
+    let shared = si.shared_info as *const hypercall_abi::shared_info::SharedInfo;
+    // SAFETY: shared_info is mapped for the domain's whole life
+    // (start_info.shared_info); two plain field reads of fields hv-core
+    // writes once, when it builds the domain.
+    let (mul, shift) = unsafe {
+        let vi = core::ptr::addr_of!((*shared).vcpu_info[0]);
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_to_system_mul)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_shift)),
+        )
+    };
+    let per_ms = (1_000_000u128 << 32) / u128::from(mul).max(1);
+    let shift = i32::from(shift);
+    if shift >= 0 {
+        (per_ms >> shift) as u64
+    } else {
+        (per_ms << (-shift)) as u64
+    }
+}
