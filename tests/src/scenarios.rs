@@ -689,4 +689,40 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("crashed")
         ]
     ),
+    xsa!(
+        "xsa-188",
+        "Binds whose result cannot be written back and grant-table setups with a bad frame leave no port, VIRQ, table or frame use behind",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-317",
+        "Port numbers outside 1..1023 are refused by every event-channel operation; the table fills at exactly 1023",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-342",
+        "Polling closed, zero, out-of-range, too many or unreadable ports is refused without blocking; a timeout still returns",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-343",
+        "A port closed and rebound 2000 times while another domain floods it with sends: no failure on either side",
+        [xsa_partner("name=sender mem=8M -- role=sender peer=1 report=xsa-343-sender")],
+        [
+            Expect::Line("(d2) test result: xsa-343-sender: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-344",
+        "Closing 1023 ports, and dying with 1023 open, never stalls another domain for 200 ms",
+        [xsa_partner("name=ticker mem=8M -- role=ticker peer=1 report=xsa-344-ticker")],
+        [
+            Expect::Line("(d2) test result: xsa-344-ticker: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
 ];
