@@ -725,4 +725,34 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("crashed")
         ]
     ),
+    xsa!(
+        "xsa-155",
+        "The ring library copies each request once: requests scrambled right after every read still arrive as published; impossible producer indices are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-216",
+        "Exception frames, STATUS, QUERY_SIZE, done words, multicall results, grant statuses and ring responses carry no stray bytes",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-332",
+        "A domain flooding another with events without pause: the victim keeps at least 20% of the CPU it had alone",
+        [xsa_partner("name=flooder mem=8M -- role=sender yield=0 peer=1 report=xsa-332-flooder")],
+        [
+            Expect::Line("(d2) test result: xsa-332-flooder: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-391",
+        "A hostile backend publishes an impossible response index and floods the frontend: refused, the frontend disconnects and keeps its CPU share",
+        [xsa_partner("name=bad-backend mem=8M -- role=bad-backend peer=1 report=xsa-391-backend")],
+        [
+            Expect::Line("(d2) test result: xsa-391-backend: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
 ];

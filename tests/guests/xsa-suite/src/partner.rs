@@ -60,7 +60,8 @@ pub fn run(role: &str, args: &Args<'static>) {
     let mut r = TestReport::new(name);
     match role {
         "granter" => granter(&mut r, peer),
-        "sender" => sender(&mut r, peer),
+        "sender" => sender(&mut r, peer, args.get_u64("yield").unwrap_or(1) != 0),
+        "bad-backend" => bad_backend(&mut r, peer),
         "ticker" => ticker(&mut r, peer),
         other => r.error(format_args!("unknown role {other}")),
     }
@@ -186,7 +187,7 @@ fn granter(r: &mut TestReport, peer: DomId) {
     drop(mailbox);
 }
 
-fn sender(r: &mut TestReport, peer: DomId) {
+fn sender(r: &mut TestReport, peer: DomId, polite: bool) {
     let Some(port) = r.setup("a port", events::alloc_unbound(peer)) else {
         return;
     };
@@ -206,13 +207,15 @@ fn sender(r: &mut TestReport, peer: DomId) {
         if peer_finished(peer) {
             break;
         }
-        // A burst per turn: the storm interleaves with every step of the
-        // peer's close/rebind loop instead of taking whole time slices.
-        sched_yield();
+        // Polite: a burst per turn, so the storm interleaves with every
+        // step of the peer instead of taking whole time slices.
+        if polite {
+            sched_yield();
+        }
     }
     r.check(
         errors.is_empty(),
-        format_args!("{sent} sends while the peer closed and rebound, none failed ({errors:?})"),
+        format_args!("{sent} sends while the peer came and went, none failed ({errors:?})"),
     );
 }
 
@@ -247,4 +250,62 @@ fn ticker(r: &mut TestReport, peer: DomId) {
             "{iterations} iterations while d{peer} ran and ended; largest gap {gap_ms} ms"
         ),
     );
+}
+
+fn bad_backend(r: &mut TestReport, peer: DomId) {
+    let mut port = None;
+    for _ in 0..100_000 {
+        match events::bind_interdomain(peer, PARTNER_PORT) {
+            Ok(p) => {
+                port = Some(p);
+                break;
+            }
+            Err(_) => sched_yield(),
+        }
+    }
+    let Some(port) = port else {
+        r.error(format_args!("could not bind to the frontend"));
+        return;
+    };
+    let Some(va) = r.setup("address space", pv_guest_kit::mm::reserve_va(1)) else {
+        return;
+    };
+    let mut mapping = None;
+    for _ in 0..100_000 {
+        match pv_guest_kit::grants::map(peer, 0, va.page(0), false) {
+            Ok(m) => {
+                mapping = Some(m);
+                break;
+            }
+            Err(_) => sched_yield(),
+        }
+    }
+    let Some(mapping) = mapping else {
+        r.error(format_args!("could not map the ring"));
+        return;
+    };
+    let mut ring = SharedPage::from_mapping(mapping);
+    // rsp_prod (RING-1 offset 8): far past anything requested.
+    hypercall_abi::ring::RingMemory::write_u32(&mut ring, 8, 1000);
+    let mut sent = 0u64;
+    let mut errors = 0u64;
+    loop {
+        for _ in 0..64 {
+            match events::notify(port) {
+                Ok(()) => sent += 1,
+                Err(_) => errors += 1,
+            }
+        }
+        if peer_finished(peer) {
+            break;
+        }
+    }
+    r.check(
+        errors == 0,
+        format_args!("flooded the frontend with {sent} events"),
+    );
+    match ring.into_mapping().map(|m| m.unmap()) {
+        Some(Ok(())) => r.pass(format_args!("ring unmapped after the frontend left")),
+        _ => r.fail(format_args!("unmapping the ring")),
+    }
 }
