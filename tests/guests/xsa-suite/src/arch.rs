@@ -222,8 +222,8 @@ pub fn mov_ss_int80() {
 pub fn after_int80() -> u64 {
     #[cfg(target_os = "none")]
     {
-        // SAFETY: only the symbol's address is taken.
-        unsafe { core::ptr::addr_of!(xsa_suite_after_int80) as u64 }
+        // Only the symbol's address is taken (no access).
+        core::ptr::addr_of!(xsa_suite_after_int80) as u64
     }
     #[cfg(not(target_os = "none"))]
     0
@@ -245,8 +245,8 @@ pub fn write_dr7(value: u64) {
 pub fn after_dr7() -> u64 {
     #[cfg(target_os = "none")]
     {
-        // SAFETY: only the symbol's address is taken.
-        unsafe { core::ptr::addr_of!(xsa_suite_after_dr7) as u64 }
+        // Only the symbol's address is taken (no access).
+        core::ptr::addr_of!(xsa_suite_after_dr7) as u64
     }
     #[cfg(not(target_os = "none"))]
     0
@@ -273,8 +273,8 @@ pub unsafe fn jump_away(target: u64, nr: u64) {
 pub fn landing() -> u64 {
     #[cfg(target_os = "none")]
     {
-        // SAFETY: only the symbol's address is taken.
-        unsafe { core::ptr::addr_of!(xsa_suite_landing) as u64 }
+        // Only the symbol's address is taken (no access).
+        core::ptr::addr_of!(xsa_suite_landing) as u64
     }
     #[cfg(not(target_os = "none"))]
     0

@@ -26,7 +26,7 @@ pub fn raw(call: Hypercall, args: [u64; 5]) -> i64 {
 
 /// One raw hypercall as a `Result`.
 pub fn call(call: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
-    Errno::check(raw(call, args)).map(|v| v as u64)
+    Errno::check(raw(call, args))
 }
 
 /// A raw `mmu_update` batch.

@@ -125,7 +125,7 @@ fn map_raw(dom: DomId, gref: GrantRef, host_addr: u64, flags: u32) -> Result<u32
         host_addr,
         flags,
         gref,
-        dom: u32::from(dom),
+        dom,
         ..GnttabMapGrantRef::default()
     };
     hypercall::grant_map(core::slice::from_mut(&mut op))?;
@@ -217,7 +217,7 @@ pub fn xsa_226(r: &mut TestReport, args: &Args<'_>) {
     let op = |i: u32, gref: GrantRef| GnttabCopy {
         source: GnttabCopyPtr {
             ref_or_mfn: u64::from(gref),
-            domid: u32::from(dom),
+            domid: dom,
             offset: 8 * i,
         },
         dest: GnttabCopyPtr {
@@ -381,7 +381,7 @@ pub fn xsa_230(r: &mut TestReport, args: &Args<'_>) {
     let mut copy = GnttabCopy {
         source: GnttabCopyPtr {
             ref_or_mfn: u64::from(RO_REF),
-            domid: u32::from(dom),
+            domid: dom,
             offset: 0,
         },
         dest: GnttabCopyPtr {
@@ -425,7 +425,7 @@ pub fn xsa_230(r: &mut TestReport, args: &Args<'_>) {
         .map(|i| GnttabMapGrantRef {
             host_addr: g.fresh_va(),
             gref: if i == 5 { 400 } else { DATA_REF },
-            dom: u32::from(dom),
+            dom,
             ..GnttabMapGrantRef::default()
         })
         .collect();
@@ -585,7 +585,7 @@ pub fn xsa_316(r: &mut TestReport, args: &Args<'_>) {
     let mut negative = 0;
     for (what, nr, args) in calls {
         let ret = crate::attack::raw(nr, args);
-        let known = ret < 0 && ret >= -4095;
+        let known = (-4095..0).contains(&ret);
         if r.check(known, format_args!("{what}: returns {ret}")) {
             negative += 1;
         }
@@ -617,7 +617,7 @@ pub fn xsa_316(r: &mut TestReport, args: &Args<'_>) {
     let ret = hypercall::grant_map(&mut ops);
     let statuses: Vec<i32> = ops.iter().map(|o| o.status).collect();
     r.check(
-        ret.is_ok() && statuses.iter().all(|&s| s < 0 && s >= -4095),
+        ret.is_ok() && statuses.iter().all(|&s| (-4095..0).contains(&s)),
         format_args!("every failed map operation has a negative status ({statuses:?})"),
     );
     r.check(
@@ -645,21 +645,21 @@ pub fn xsa_380(r: &mut TestReport, args: &Args<'_>) {
             host_addr: a,
             flags: GNTMAP_READONLY,
             gref: RO_REF,
-            dom: u32::from(dom),
+            dom,
             ..GnttabMapGrantRef::default()
         },
         GnttabMapGrantRef {
             host_addr: b,
             flags: 0,
             gref: DATA_REF,
-            dom: u32::from(dom),
+            dom,
             ..GnttabMapGrantRef::default()
         },
         GnttabMapGrantRef {
             host_addr: c,
             flags: 0,
             gref: 600,
-            dom: u32::from(dom),
+            dom,
             ..GnttabMapGrantRef::default()
         },
     ];
