@@ -756,3 +756,95 @@ pub(crate) static ALL: &[Scenario] = &[
         ]
     ),
 ];
+
+#[cfg(test)]
+mod xsa_tests {
+    use super::*;
+
+    /// The `xsa-*` scenarios of the security regression suite.
+    fn xsa() -> impl Iterator<Item = &'static Scenario> {
+        ALL.iter().filter(|s| s.name.starts_with("xsa-"))
+    }
+
+    #[test]
+    fn every_xsa_scenario_requires_its_own_success_line_once() {
+        assert!(xsa().count() >= 28);
+        for s in xsa() {
+            let success = format!("(d1) test result: {}: SUCCESS", s.name);
+            let result = format!("(d1) test result: {}:", s.name);
+            assert!(
+                s.expect
+                    .iter()
+                    .any(|e| matches!(e, Expect::Line(l) if *l == success)),
+                "{}: no SUCCESS line required",
+                s.name
+            );
+            assert!(
+                s.expect
+                    .iter()
+                    .any(|e| matches!(e, Expect::Count(l, 1) if *l == result)),
+                "{}: the result line is not required exactly once",
+                s.name
+            );
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Absent("(hv) PANIC"))));
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Line("audit: ok"))));
+            let test_arg = format!("-- test={}", s.name);
+            assert!(
+                s.modules[1].args.ends_with(&test_arg),
+                "{}: module 2 does not run test {}",
+                s.name,
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_partner_reports_and_is_required_to_succeed() {
+        for s in xsa() {
+            for partner in &s.modules[2..] {
+                let report = partner
+                    .args
+                    .split_whitespace()
+                    .find_map(|a| a.strip_prefix("report="))
+                    .unwrap_or_else(|| panic!("{}: a partner without report=", s.name));
+                assert!(
+                    report.starts_with(s.name),
+                    "{}: partner report {report}",
+                    s.name
+                );
+                let success = format!("(d2) test result: {report}: SUCCESS");
+                assert!(
+                    s.expect
+                        .iter()
+                        .any(|e| matches!(e, Expect::Line(l) if *l == success)),
+                    "{}: partner's SUCCESS not required",
+                    s.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_or_missing_result_line_fails_the_judge() {
+        let s = ALL.iter().find(|s| s.name == "xsa-148").expect("xsa-148");
+        let good = "(d1) test result: xsa-148: SUCCESS\n\
+                    (hv) d1 'xsa-148': shut down (poweroff)\n\
+                    (hv) d0 'driver': shut down (poweroff)\n\
+                    (hv) audit: ok (1 frames checked)\n";
+        assert!(crate::judge(s, good, Some(POWEROFF)).passed);
+        let failed = good.replace("SUCCESS", "FAILURE (an attack worked)");
+        assert!(!crate::judge(s, &failed, Some(POWEROFF)).passed);
+        let skipped = good.replace("SUCCESS", "SKIP (no reason)");
+        assert!(!crate::judge(s, &skipped, Some(POWEROFF)).passed);
+        let twice = format!("{good}(d1) test result: xsa-148: SUCCESS\n");
+        assert!(!crate::judge(s, &twice, Some(POWEROFF)).passed);
+        let missing = good.replace("(d1) test result: xsa-148: SUCCESS\n", "");
+        assert!(!crate::judge(s, &missing, Some(POWEROFF)).passed);
+    }
+}
