@@ -441,7 +441,8 @@ pub fn xsa_343(r: &mut TestReport, args: &Args<'_>) {
 }
 
 /// XSA-344: closing all 1023 ports, and dying with 1023 open, does not
-/// stall the machine: each close is short, and a `ticker` partner (d2)
+/// stall the machine: each close is short (under 50 ms of wall time even
+/// on a busy host), and a `ticker` partner (d2)
 /// keeps running with its largest gap under 200 ms (its scenario line).
 pub fn xsa_344(r: &mut TestReport, args: &Args<'_>) {
     let dom = args.get_u64("partner").unwrap_or(2) as DomId;
@@ -466,8 +467,11 @@ pub fn xsa_344(r: &mut TestReport, args: &Args<'_>) {
         longest = longest.max(rdtsc() - t);
     }
     let all = rdtsc() - started;
+    // The bound is loose on purpose: the TSC is host wall time, and the
+    // host may deschedule QEMU in the middle of a close. A close that
+    // walked every port of every domain would still show up here.
     r.check(
-        longest < per_ms,
+        longest < 50 * per_ms,
         format_args!(
             "closing 1023 ports took {} us, the longest close {} us",
             all * 1000 / per_ms,

@@ -373,6 +373,23 @@ fn units_in(ms: u64) -> u64 {
     units
 }
 
+/// Trials per measurement; the fastest counts. The TSC is wall time on
+/// the host, and a host that deschedules QEMU only ever adds time, so the
+/// minimum of a few trials is the robust figure. Each trial spans many
+/// 10 ms time slices ([`TRIAL_MS`]), so none can fit between two turns of
+/// the storming domain.
+const TRIALS: usize = 2;
+/// Length of one trial of the victim's work, alone.
+const TRIAL_MS: u64 = 150;
+
+/// TSC ticks to do `units` units: the fastest of [`TRIALS`] runs.
+fn best_ticks_for(units: u64) -> u64 {
+    (0..TRIALS)
+        .map(|_| ticks_for(units))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
 /// TSC ticks to do `units` units.
 fn ticks_for(units: u64) -> u64 {
     let start = rdtsc();
@@ -392,11 +409,11 @@ const MIN_SHARE_PERCENT: u64 = 20;
 /// `start_storm` has started a storm; checks the share.
 fn progress_under_storm(r: &mut TestReport, what: &str, start_storm: impl FnOnce()) -> bool {
     let per_ms = tsc_per_ms().max(1);
-    let units = units_in(60);
-    let quiet = ticks_for(units);
+    let units = units_in(TRIAL_MS);
+    let quiet = best_ticks_for(units);
     EVENTS.store(0, Ordering::Relaxed);
     start_storm();
-    let stormy = ticks_for(units);
+    let stormy = best_ticks_for(units);
     let share = quiet * 100 / stormy.max(1);
     r.check(
         share >= MIN_SHARE_PERCENT,
@@ -446,8 +463,8 @@ pub fn xsa_332(r: &mut TestReport, args: &Args<'_>) {
 pub fn xsa_391(r: &mut TestReport, args: &Args<'_>) {
     let dom = args.get_u64("partner").unwrap_or(2) as DomId;
     let per_ms = tsc_per_ms().max(1);
-    let units = units_in(60);
-    let quiet = ticks_for(units);
+    let units = units_in(TRIAL_MS);
+    let quiet = best_ticks_for(units);
     let page = setup!(r, "a ring page", Frame::alloc_zeroed());
     let mfn = page.mfn();
     let port = setup!(r, "a port", events::alloc_unbound(dom));
@@ -481,7 +498,7 @@ pub fn xsa_391(r: &mut TestReport, args: &Args<'_>) {
             "an impossible rsp_prod from the backend is refused ({outcome:?}), no response taken"
         ),
     );
-    let stormy = ticks_for(units);
+    let stormy = best_ticks_for(units);
     let share = quiet * 100 / stormy.max(1);
     r.check(
         share >= MIN_SHARE_PERCENT,
