@@ -84,13 +84,14 @@ fn finish(frame: &mut TrapFrame, flow: Flow) {
     }
 }
 
-/// XSA-7: a SYSCALL in the last two bytes below 2^47 leaves rcx = 2^47,
-/// which is not canonical; SYSRET there would fault in ring 0 on the guest's
-/// stack (Intel), IRET there in ring 0 too. The call is not run: the guest
-/// gets a #GP (error code 0) at its `syscall` instruction (HC-5), or is
-/// crashed if it cannot take one.
+/// Called by the SYSCALL entry instead of the dispatcher when the return rip
+/// is 2^47 (XSA-7): a SYSCALL in the last two bytes below it. SYSRET there
+/// would fault in ring 0 on the guest's stack (Intel), IRET there in ring 0
+/// too. The call is not run (in kernel or user mode): the guest gets a #GP
+/// (error code 0) at its `syscall` instruction (HC-5), or is crashed if it
+/// cannot take one.
 #[cold]
-fn syscall_at_end_of_lower_half(frame: &mut TrapFrame) {
+pub extern "C" fn syscall_at_end_of_lower_half(frame: &mut TrapFrame) {
     frame.vector = u64::from(hypercall_abi::trap::vector::GP);
     frame.error_code = 0;
     frame.rip = frame.rip.wrapping_sub(2);
@@ -114,10 +115,6 @@ fn set_result(frame: &mut TrapFrame, result: Result<u64, Errno>) {
 /// Called by the SYSCALL entry with the guest's saved registers: one bounds
 /// check and an indirect call, so each handler pays only for itself.
 pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
-    if !hypercall_abi::layout::is_guest_address(frame.rip) {
-        syscall_at_end_of_lower_half(frame);
-        return;
-    }
     match usize::try_from(frame.rax)
         .ok()
         .and_then(|n| HANDLERS.get(n))
