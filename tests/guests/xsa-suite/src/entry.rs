@@ -15,6 +15,7 @@ use hypercall_abi::{Errno, Hypercall, PAGE_SIZE};
 use pv_guest_kit::hypercall;
 use pv_guest_kit::mm::{self, AddressSpace, Frame};
 use pv_guest_kit::testing::TestReport;
+use pv_guest_kit::user::{Control, Process, Program, Supervisor, UserFault, UserRegs};
 
 use crate::arch::{self, RFLAGS_AC, RFLAGS_DF, RFLAGS_NT, RFLAGS_TF};
 use crate::attack::{call, catch, read_machine, update, Tables};
@@ -107,6 +108,7 @@ pub fn xsa_7(r: &mut TestReport) {
             "in syscall-floor mode a syscall ending at 2^47 came back as {other:?}"
         )),
     }
+    user_mode_syscall_at_the_top(r);
     setup!(
         r,
         "unmapping the last page",
@@ -176,6 +178,61 @@ fn gp_in_floor_mode(ctx: &mut pv_guest_kit::traps::TrapContext) -> pv_guest_kit:
     arch::ud2();
     ctx.rip = arch::landing();
     pv_guest_kit::traps::TrapAction::Resume
+}
+
+/// What the user-mode part of XSA-7 saw.
+struct TopSupervisor {
+    /// (vector, rip) of a fault, or (0x100, rip) of a syscall event.
+    seen: Option<(u64, u64)>,
+}
+
+impl Supervisor for TopSupervisor {
+    fn syscall(&mut self, _: &mut Process, regs: &mut UserRegs) -> Control {
+        self.seen = Some((0x100, regs.rip));
+        Control::Kill
+    }
+
+    fn fault(&mut self, _: &mut Process, fault: &UserFault, _: &mut UserRegs) -> Control {
+        self.seen = Some((u64::from(fault.vector), fault.rip));
+        Control::Kill
+    }
+}
+
+/// XSA-7 from guest user mode: a user program whose `syscall` ends at
+/// 2^47 gets a #GP at that instruction; the kernel never sees a
+/// non-canonical rip.
+fn user_mode_syscall_at_the_top(r: &mut TestReport) {
+    let text = arch::landing();
+    let program = Program {
+        name: "top",
+        text_start: text,
+        text_end: text + 16,
+        entry: text,
+    };
+    let mut process = setup!(r, "a user process", Process::new(&program));
+    setup!(r, "a user page at the top", process.add_pages(LAST_PAGE, 1));
+    setup!(
+        r,
+        "writing the syscall",
+        process
+            .write_user(LOWER_HALF_END - 2, &[0x0f, 0x05])
+            .map_err(|va| alloc::format!("fault at {va:#x}"))
+    );
+    let mut supervisor = TopSupervisor { seen: None };
+    let regs = UserRegs {
+        rip: LOWER_HALF_END - 2,
+        rsp: pv_guest_kit::user::USER_STACK_TOP,
+        ..UserRegs::default()
+    };
+    let outcome = process.run_from(&mut supervisor, regs);
+    r.check(
+        outcome.is_ok() && supervisor.seen == Some((u64::from(vector::GP), LOWER_HALF_END - 2)),
+        format_args!(
+            "in user mode: a syscall ending at 2^47 gets #GP at the syscall ({:x?})",
+            supervisor.seen
+        ),
+    );
+    let _ = process.destroy();
 }
 
 static RESUME_AFTER_UD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
