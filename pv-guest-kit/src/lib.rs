@@ -24,6 +24,7 @@
 //!   ([`ring::Frontend`], [`ring::Backend`]).
 //! - [`smp`]: secondary vCPUs ([`smp::start_vcpu`]) and a spin lock.
 //! - [`time`]: monotonic system time from the PV clock, no hypercall.
+//! - [`testing`]: test guests' reports and their one result line (XTF-style).
 //! - [`cmdline`], [`bench`]: portable helpers, unit-tested on the host.
 //! - the panic handler (kernel target only): report, flush, `SHUTDOWN_CRASH`.
 //!
@@ -60,6 +61,7 @@ pub mod note;
 pub mod ring;
 pub mod smp;
 pub mod start;
+pub mod testing;
 pub mod time;
 pub mod traps;
 pub mod user;

@@ -52,6 +52,51 @@ const fn broken_hello(
     }
 }
 
+/// One security regression scenario (`xsa-<n>`, see `tests/guests/xsa-suite`):
+/// the suite's image as domain 1 running test `$name`, then any partner
+/// modules. It passes only on the test's own `SUCCESS` result line (and the
+/// partners' lines given in `$expect`), a clean audit and no crash.
+macro_rules! xsa {
+    ($name:literal, $about:literal, [$($module:expr),*], [$($expect:expr),*]) => {
+        Scenario {
+            name: $name,
+            about: $about,
+            kind: Kind::Test,
+            hv_cmdline: HV_CMDLINE_AUDIT,
+            modules: &[
+                DRIVER,
+                Module {
+                    image: Image::Guest("xsa-suite"),
+                    args: concat!("name=", $name, " mem=16M -- test=", $name),
+                },
+                $($module),*
+            ],
+            smp: 1,
+            mem_mib: 256,
+            timeout_secs: 60,
+            exit_status: POWEROFF,
+            expect: &[
+                Expect::Line(concat!("(d1) test result: ", $name, ": SUCCESS")),
+                Expect::Count(concat!("(d1) test result: ", $name, ":"), 1),
+                Expect::Line(concat!("(hv) d1 '", $name, "': shut down (poweroff)")),
+                Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+                Expect::Line("audit: ok"),
+                Expect::Absent("audit: FAILED"),
+                Expect::Absent("(hv) PANIC"),
+                $($expect),*
+            ],
+        }
+    };
+}
+
+/// A partner domain of an `xsa-<n>` scenario: the suite's image in `role`.
+const fn xsa_partner(args: &'static str) -> Module {
+    Module {
+        image: Image::Guest("xsa-suite"),
+        args,
+    }
+}
+
 /// Every scenario, in the order `cargo xtask test` runs them.
 pub(crate) static ALL: &[Scenario] = &[
     Scenario {
@@ -833,4 +878,301 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("(hv) PANIC"),
         ],
     },
+    xsa!(
+        "xsa-7",
+        "A syscall whose return address is 2^47 and non-canonical handler, callback and iret targets: the guest gets a fault at a canonical rip",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-148",
+        "Superpage (PS) entries in L2/L3, also as a flags-only change of a present entry, are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-167",
+        "mmuext and mmu_update operations on mfns past the end of memory are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-182",
+        "Flipping only the RW bit of a page-table mapping is refused; no self-mapping L4 entry exists to flip",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-204",
+        "syscall with TF set: the hypercall returns, the #DB reaches the guest, also across continuations",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-212",
+        "A batch whose request array runs into non-canonical space fails with EFAULT exactly there, after continuations",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-213",
+        "iret and nested multicall entries in a multicall are refused; the vCPU stays in kernel mode",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-240",
+        "Linear page-table entries and chains at every level are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-260",
+        "mov ss before syscall, int3 and int 0x80; ring-3 debug registers fault",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-286",
+        "Writable mappings removed without a flush in a multicall that pins the frame: stale aliases fault",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-299",
+        "A big table tree failing validation at its last entry leaves no types behind; a batch failing after continuations stops exactly there",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-339",
+        "Hypercalls and exceptions entered with NT, AC, DF and TF set work; copies run forwards",
+        [],
+        [
+            Expect::Line("(d1) xsa-339: console copy with NT|AC|DF|TF set: 0123456789abcdef"),
+            Expect::Line("(d1) xsa-339: console copy with DF set: 0123456789abcdef"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-224",
+        "A grant mapped twice and unmapped in steps (repeated handle, wrong address) drops one reference per mapping; unknown map flags are refused",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-224-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-224-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-226",
+        "512 grant copies work, 513 are refused, a bad one fails alone, an unreadable batch fails whole; nothing is left in use",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-226-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-226-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-227",
+        "Misaligned, non-canonical, hypervisor and in-use mapping addresses and a PTE-address flag are handled as documented",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-227-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-227-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-230",
+        "A grant mapped eight times stays in use until the last unmap; a partly bad map batch maps exactly the good ones",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-230-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-230-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-234",
+        "A read-only grant mapping cannot be made writable or removed by page-table updates; its unmap releases it",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-234-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-234-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-316",
+        "Every failing hypercall and every failed batch operation returns a negative errno",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-316-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-316-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-380",
+        "An unmap batch with repeated and bogus handles unmaps each mapping exactly once",
+        [xsa_partner("name=granter mem=8M -- role=granter peer=1 report=xsa-380-granter")],
+        [
+            Expect::Line("(d2) test result: xsa-380-granter: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-188",
+        "Binds whose result cannot be written back and grant-table setups with a bad frame leave no port, VIRQ, table or frame use behind",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-317",
+        "Port numbers outside 1..1023 are refused by every event-channel operation; the table fills at exactly 1023",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-342",
+        "Polling closed, zero, out-of-range, too many or unreadable ports is refused without blocking; a timeout still returns",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-343",
+        "A port closed and rebound 2000 times while another domain floods it with sends: no failure on either side",
+        [xsa_partner("name=sender mem=8M -- role=sender peer=1 report=xsa-343-sender")],
+        [
+            Expect::Line("(d2) test result: xsa-343-sender: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-344",
+        "Closing 1023 ports, and dying with 1023 open, never stalls another domain for 200 ms",
+        [xsa_partner("name=ticker mem=8M -- role=ticker peer=1 report=xsa-344-ticker")],
+        [
+            Expect::Line("(d2) test result: xsa-344-ticker: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-155",
+        "The ring library copies each request once: requests scrambled right after every read still arrive as published; impossible producer indices are refused",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-216",
+        "Exception frames, STATUS, QUERY_SIZE, done words, multicall results, grant statuses and ring responses carry no stray bytes",
+        [],
+        [Expect::Absent("crashed")]
+    ),
+    xsa!(
+        "xsa-332",
+        "A domain flooding another with events without pause: the victim keeps at least 20% of the CPU it had alone",
+        [xsa_partner("name=flooder mem=8M -- role=sender yield=0 peer=1 report=xsa-332-flooder")],
+        [
+            Expect::Line("(d2) test result: xsa-332-flooder: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        "xsa-391",
+        "A hostile backend publishes an impossible response index and floods the frontend: refused, the frontend disconnects and keeps its CPU share",
+        [xsa_partner("name=bad-backend mem=8M -- role=bad-backend peer=1 report=xsa-391-backend")],
+        [
+            Expect::Line("(d2) test result: xsa-391-backend: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
 ];
+
+#[cfg(test)]
+mod xsa_tests {
+    use super::*;
+
+    /// The `xsa-*` scenarios of the security regression suite.
+    fn xsa() -> impl Iterator<Item = &'static Scenario> {
+        ALL.iter().filter(|s| s.name.starts_with("xsa-"))
+    }
+
+    #[test]
+    fn every_xsa_scenario_requires_its_own_success_line_once() {
+        assert!(xsa().count() >= 28);
+        for s in xsa() {
+            let success = format!("(d1) test result: {}: SUCCESS", s.name);
+            let result = format!("(d1) test result: {}:", s.name);
+            assert!(
+                s.expect
+                    .iter()
+                    .any(|e| matches!(e, Expect::Line(l) if *l == success)),
+                "{}: no SUCCESS line required",
+                s.name
+            );
+            assert!(
+                s.expect
+                    .iter()
+                    .any(|e| matches!(e, Expect::Count(l, 1) if *l == result)),
+                "{}: the result line is not required exactly once",
+                s.name
+            );
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Absent("(hv) PANIC"))));
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Line("audit: ok"))));
+            let test_arg = format!("-- test={}", s.name);
+            assert!(
+                s.modules[1].args.ends_with(&test_arg),
+                "{}: module 2 does not run test {}",
+                s.name,
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_partner_reports_and_is_required_to_succeed() {
+        for s in xsa() {
+            for partner in &s.modules[2..] {
+                let report = partner
+                    .args
+                    .split_whitespace()
+                    .find_map(|a| a.strip_prefix("report="))
+                    .unwrap_or_else(|| panic!("{}: a partner without report=", s.name));
+                assert!(
+                    report.starts_with(s.name),
+                    "{}: partner report {report}",
+                    s.name
+                );
+                let success = format!("(d2) test result: {report}: SUCCESS");
+                assert!(
+                    s.expect
+                        .iter()
+                        .any(|e| matches!(e, Expect::Line(l) if *l == success)),
+                    "{}: partner's SUCCESS not required",
+                    s.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_or_missing_result_line_fails_the_judge() {
+        let s = ALL.iter().find(|s| s.name == "xsa-148").expect("xsa-148");
+        let good = "(d1) test result: xsa-148: SUCCESS\n\
+                    (hv) d1 'xsa-148': shut down (poweroff)\n\
+                    (hv) d0 'driver': shut down (poweroff)\n\
+                    (hv) audit: ok (1 frames checked)\n";
+        assert!(crate::judge(s, good, Some(POWEROFF)).passed);
+        let failed = good.replace("SUCCESS", "FAILURE (an attack worked)");
+        assert!(!crate::judge(s, &failed, Some(POWEROFF)).passed);
+        let skipped = good.replace("SUCCESS", "SKIP (no reason)");
+        assert!(!crate::judge(s, &skipped, Some(POWEROFF)).passed);
+        let twice = format!("{good}(d1) test result: xsa-148: SUCCESS\n");
+        assert!(!crate::judge(s, &twice, Some(POWEROFF)).passed);
+        let missing = good.replace("(d1) test result: xsa-148: SUCCESS\n", "");
+        assert!(!crate::judge(s, &missing, Some(POWEROFF)).passed);
+    }
+}

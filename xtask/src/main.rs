@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod fuzz;
 mod host_tests;
 mod kernels;
 mod prereq;
@@ -79,6 +80,8 @@ enum Command {
     Test,
     /// Run every bench scenario and report its BENCH figures.
     Bench(bench::BenchArgs),
+    /// Fuzz every parser of untrusted bytes on the host for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test => suite::test(),
         Command::Bench(args) => bench::bench(&args),
+        Command::Fuzz(args) => fuzz::fuzz(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

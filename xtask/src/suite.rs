@@ -1,4 +1,5 @@
-//! `cargo xtask test`: prerequisites, host tests, one kernel build, then every Test
+//! `cargo xtask test`: prerequisites, host tests, a short fuzzing round, one
+//! kernel build, then every Test
 //! and Demo scenario under TCG, one after another. Always ends with the line
 //! `N passed, M failed` (host tests + scenarios; a step that cannot run counts as
 //! one failure) and fails if M > 0.
@@ -10,7 +11,7 @@ use paravane_tests::{scenarios, Scenario};
 use crate::boot::{self, BootOptions};
 use crate::qemu::Accel;
 use crate::workspace::Workspace;
-use crate::{display, host_tests, kernels, prereq, Error, Result};
+use crate::{display, fuzz, host_tests, kernels, prereq, Error, Result};
 
 /// Lines of serial log shown under a failed scenario.
 pub const TAIL_LINES: usize = 40;
@@ -57,6 +58,12 @@ fn steps(tally: &mut Tally) -> Result<()> {
         "host tests: {} passed, {} failed",
         host.totals.passed, host.totals.failed
     );
+    println!("fuzzing every parser for {} s each", fuzz::QUICK_SECS);
+    if fuzz::quick(&ws)? {
+        tally.passed += 1;
+    } else {
+        tally.failed += 1;
+    }
 
     let suite: Vec<&Scenario> = scenarios()
         .iter()

@@ -27,6 +27,26 @@ fn in_out<T: FromBytes + IntoBytes + Immutable>(
     Ok(0)
 }
 
+/// As [`in_out`] for the operations that open a port: if the result cannot
+/// be written back, the port `opened` names is closed again, so a failed call
+/// leaves nothing allocated that the guest was never told about (XSA-188).
+fn in_out_opening<T: FromBytes + IntoBytes + Immutable>(
+    dom: DomId,
+    arg: u64,
+    f: impl FnOnce(&mut T) -> Result<(), Errno>,
+    opened: impl FnOnce(&T) -> Port,
+) -> Result<u64, Errno> {
+    let mut value: T = read_obj(arg)?;
+    f(&mut value)?;
+    if let Err(e) = write_obj(arg, &value) {
+        // The port was opened by `f` under this domain's own call; closing
+        // it again cannot fail.
+        let _ = EVENTS.lock().close(dom, opened(&value));
+        return Err(e);
+    }
+    Ok(0)
+}
+
 fn vcpu_exists(dom: DomId, vcpu: u32) -> Result<(), Errno> {
     let table = DOMAINS.lock();
     match table.domains.get(&dom) {
@@ -57,32 +77,52 @@ pub fn evtchn_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
             unmask(domain, port);
             Ok(0)
         }
-        EVTCHNOP_ALLOC_UNBOUND => in_out(arg, |a: &mut EvtchnAllocUnbound| {
-            a.port = EVENTS.lock().alloc_unbound(dom, a.remote_dom)?;
-            Ok(())
-        }),
-        EVTCHNOP_BIND_INTERDOMAIN => in_out(arg, |b: &mut EvtchnBindInterdomain| {
-            if b.pad != 0 {
-                return Err(Errno::EINVAL);
-            }
-            b.local_port = EVENTS
-                .lock()
-                .bind_interdomain(dom, b.remote_dom, b.remote_port)?;
-            Ok(())
-        }),
-        EVTCHNOP_BIND_VIRQ => in_out(arg, |b: &mut EvtchnBindVirq| {
-            if b.pad != 0 {
-                return Err(Errno::EINVAL);
-            }
-            vcpu_exists(dom, b.vcpu)?;
-            b.port = EVENTS.lock().bind_virq(dom, b.virq, b.vcpu)?;
-            Ok(())
-        }),
-        EVTCHNOP_BIND_IPI => in_out(arg, |b: &mut EvtchnBindIpi| {
-            vcpu_exists(dom, b.vcpu)?;
-            b.port = EVENTS.lock().bind_ipi(dom, b.vcpu)?;
-            Ok(())
-        }),
+        EVTCHNOP_ALLOC_UNBOUND => in_out_opening(
+            dom,
+            arg,
+            |a: &mut EvtchnAllocUnbound| {
+                a.port = EVENTS.lock().alloc_unbound(dom, a.remote_dom)?;
+                Ok(())
+            },
+            |a| a.port,
+        ),
+        EVTCHNOP_BIND_INTERDOMAIN => in_out_opening(
+            dom,
+            arg,
+            |b: &mut EvtchnBindInterdomain| {
+                if b.pad != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                b.local_port = EVENTS
+                    .lock()
+                    .bind_interdomain(dom, b.remote_dom, b.remote_port)?;
+                Ok(())
+            },
+            |b| b.local_port,
+        ),
+        EVTCHNOP_BIND_VIRQ => in_out_opening(
+            dom,
+            arg,
+            |b: &mut EvtchnBindVirq| {
+                if b.pad != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                vcpu_exists(dom, b.vcpu)?;
+                b.port = EVENTS.lock().bind_virq(dom, b.virq, b.vcpu)?;
+                Ok(())
+            },
+            |b| b.port,
+        ),
+        EVTCHNOP_BIND_IPI => in_out_opening(
+            dom,
+            arg,
+            |b: &mut EvtchnBindIpi| {
+                vcpu_exists(dom, b.vcpu)?;
+                b.port = EVENTS.lock().bind_ipi(dom, b.vcpu)?;
+                Ok(())
+            },
+            |b| b.port,
+        ),
         EVTCHNOP_BIND_VCPU => {
             let b: EvtchnBindVcpu = read_obj(arg)?;
             vcpu_exists(dom, b.vcpu)?;

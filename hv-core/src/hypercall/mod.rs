@@ -92,6 +92,22 @@ fn finish(frame: &mut TrapFrame, flow: Flow) {
     }
 }
 
+/// Called by the SYSCALL entry instead of the dispatcher when the return rip
+/// is 2^47 (XSA-7): a SYSCALL in the last two bytes below it. SYSRET there
+/// would fault in ring 0 on the guest's stack (Intel), IRET there in ring 0
+/// too. The call is not run (in kernel or user mode): the guest gets a #GP
+/// (error code 0) at its `syscall` instruction (HC-5), or is crashed if it
+/// cannot take one.
+#[cold]
+pub extern "C" fn syscall_at_end_of_lower_half(frame: &mut TrapFrame) {
+    frame.vector = u64::from(hypercall_abi::trap::vector::GP);
+    frame.error_code = 0;
+    frame.rip = frame.rip.wrapping_sub(2);
+    if let Err(reason) = bounce_exception(frame, 0) {
+        crash_current(&reason);
+    }
+}
+
 fn no_such_hypercall(frame: &mut TrapFrame) {
     set_result(frame, Err(Errno::ENOSYS));
 }

@@ -8,9 +8,11 @@
 //! # Invariants
 //! - hv-core runs with interrupts disabled (SFMASK clears IF on SYSCALL; all IDT
 //!   gates are interrupt gates).
-//! - A frame's `rip` is canonical: SYSCALL produced it, or hv-core validated it
-//!   with `hypercall_abi::layout::is_guest_address` before storing it (XSA-7:
-//!   SYSRET to a non-canonical rip faults in ring 0 on Intel).
+//! - A frame's `rip` is canonical: SYSCALL produced it (the one non-canonical
+//!   value SYSCALL can leave, 2^47, is turned into a #GP at entry), or hv-core
+//!   validated it with `hypercall_abi::layout::is_guest_address` before
+//!   storing it (XSA-7: SYSRET to a non-canonical rip faults in ring 0 on
+//!   Intel).
 //! - GS base is this CPU's [`PerCpu`] while in ring 0 and the guest's while in
 //!   ring 3.
 
@@ -168,6 +170,11 @@ syscall_entry:
     pushq ${syscall_vector}
     SAVE_GPRS
     movq %rsp, %rdi
+    /* XSA-7: rcx (the return rip) is non-canonical only as 2^47, after a
+       SYSCALL in the last bytes below it (bit 47 set, bit 63 clear). */
+    btq $47, %rcx
+    jc syscall_high_rip
+syscall_canonical:
     cmpq $0, %gs:{user_mode}
     jne user_syscall
     call {syscall_dispatch}
@@ -187,6 +194,15 @@ syscall_exit:
     swapgs
     sysretq
 
+    /* Bit 47 of the return rip is set: an upper-half guest address (bit
+       63 set too), or 2^47, where SYSRET must never return: that call is
+       not run, the guest gets a #GP instead. */
+syscall_high_rip:
+    btq $63, %rcx
+    jc syscall_canonical
+    call {syscall_noncanonical}
+    jmp syscall_exit
+
     /* A SYSCALL from guest user mode: delivered to the guest kernel. */
 user_syscall:
     call {user_syscall}
@@ -200,6 +216,7 @@ syscall_upcall:
 "#,
     trap_dispatch = sym crate::trap::trap_dispatch,
     syscall_dispatch = sym crate::hypercall::syscall_dispatch,
+    syscall_noncanonical = sym crate::hypercall::syscall_at_end_of_lower_half,
     user_syscall = sym crate::hypercall::user_syscall,
     user_mode = const offset_of!(PerCpu, user_mode),
     vcpu_info = const offset_of!(PerCpu, vcpu_info),
@@ -223,8 +240,16 @@ global_asm!(
     .balign 16
     .global syscall_floor_entry
     /* bench_op(BENCH_SYSCALL_FLOOR): the cheapest possible SYSCALL round trip.
-       rcx and r11 hold what SYSCALL put there; nothing else is touched. */
+       rcx and r11 hold what SYSCALL put there; only flags are touched. */
 syscall_floor_entry:
+    /* XSA-7: never SYSRET to a non-canonical rip. A SYSCALL from guest
+       space leaves rcx non-canonical only as 2^47 (bit 47 set, bit 63
+       clear); that one takes the full entry, which delivers a #GP. */
+    btq $47, %rcx
+    jc 1f
+    sysretq
+1:  btq $63, %rcx
+    jnc syscall_entry
     sysretq
 "#,
     options(att_syntax)
