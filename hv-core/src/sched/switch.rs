@@ -254,8 +254,11 @@ pub fn should_preempt() -> bool {
 /// Why the running context gives up the pCPU.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Leaving {
-    /// Still runnable: a yield or a preemption.
+    /// Still runnable: a preemption.
     Runnable,
+    /// Still runnable, and gives way to the next-best waiting vCPU even if
+    /// its own credit is higher (`sched_op(yield)`).
+    Yielded,
     /// Marked itself blocked (a wake may already have cleared that).
     Blocked,
     /// Its domain ended; it never runs again.
@@ -277,7 +280,7 @@ pub fn yield_current() {
         .as_ref()
         .is_some_and(|p| p.has_waiting(now));
     if waiting {
-        schedule(Leaving::Runnable);
+        schedule(Leaving::Yielded);
     }
 }
 
@@ -330,7 +333,7 @@ fn schedule(leaving: Leaving) -> bool {
             .is_some_and(|d| d.state == DomainState::Running);
         let runnable = match (alive, leaving) {
             (false, _) | (_, Leaving::Dead) => None,
-            (true, Leaving::Runnable) => Some(true),
+            (true, Leaving::Runnable | Leaving::Yielded) => Some(true),
             (true, Leaving::Blocked) => Some(!table.vcpu_mut(p).is_some_and(|v| v.blocked)),
         };
         {
@@ -354,7 +357,8 @@ fn schedule(leaving: Leaving) -> bool {
     //    the idle context, which reaps its domain before running anyone.
     let mut next = None;
     if leaving != Leaving::Dead {
-        next = pick_local(&mut table, me_index, now);
+        let avoid = if leaving == Leaving::Yielded { prev } else { None };
+        next = pick_local(&mut table, me_index, now, avoid);
         if next.is_none() {
             next = steal(&mut table, me_index, now);
         }
@@ -466,18 +470,36 @@ pub extern "C" fn finish_switch() {
 }
 
 /// Picks from this pCPU's run queue, dropping stale entries (dead domains,
-/// vCPUs that are blocked or down).
-fn pick_local(table: &mut DomainTable, me: usize, now: Ns) -> Option<VcpuId> {
+/// vCPUs that are blocked or down). `avoid` (a vCPU that yields) runs only
+/// if nothing else can.
+fn pick_local(
+    table: &mut DomainTable,
+    me: usize,
+    now: Ns,
+    avoid: Option<VcpuId>,
+) -> Option<VcpuId> {
     let mut guard = CPUS[me].policy.lock();
     let policy = guard.as_mut()?;
-    loop {
-        let (e, _slice) = policy.pick(now)?;
+    let mut skipped = None;
+    let picked = loop {
+        let Some((e, _slice)) = policy.pick(now) else {
+            break None;
+        };
         let id = vcpu_id(e);
         match runnable_state(table, id) {
-            Runnability::Runnable => return Some(id),
+            Runnability::Runnable if Some(id) == avoid && skipped.is_none() => skipped = Some(e),
+            Runnability::Runnable => break Some(id),
             Runnability::Gone => policy.remove(e),
             Runnability::NotNow => policy.put_back(e, 0, false, now),
         }
+    };
+    match (picked, skipped) {
+        (Some(id), Some(e)) => {
+            policy.put_back(e, 0, true, now);
+            Some(id)
+        }
+        (None, Some(e)) => Some(vcpu_id(e)),
+        (picked, None) => picked,
     }
 }
 
