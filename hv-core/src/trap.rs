@@ -35,6 +35,10 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     if v == u64::from(RESCHEDULE_VECTOR) {
         lapic::eoi();
+        // The boot CPU may be kicked because a nearer timer deadline was armed.
+        if crate::arch::percpu::cpu_index() == 0 {
+            crate::time::clock::program_boot_cpu_timer();
+        }
         // From the idle loop's halt, the loop itself looks at the run queue.
         if frame.from_guest() {
             sched::on_kick_or_tick();

@@ -214,7 +214,7 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         clock.lapic_per_ms,
         clock.wc_sec
     );
-    lapic::init(clock.lapic_per_ms);
+    lapic::init_one_shot(clock.lapic_per_ms);
     crate::sched::start();
     crate::sched::run_idle()
 }

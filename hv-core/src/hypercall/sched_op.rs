@@ -74,6 +74,7 @@ fn block(ports: &[u32], deadline: u64) -> Result<u64, Errno> {
         let vcpu = domain.vcpus.get_mut(id.vcpu as usize).ok_or(Errno::ESRCH)?;
         vcpu.blocked = true;
         vcpu.poll_deadline = deadline;
+        crate::time::clock::arm(deadline);
         vcpu.polling.clear();
         for &p in ports {
             let _ = vcpu.polling.push(p);
@@ -92,6 +93,9 @@ pub fn set_timer_op(deadline: u64) -> Result<u64, Errno> {
         let mut table = DOMAINS.lock();
         let vcpu = table.vcpu_mut(id).ok_or(Errno::ESRCH)?;
         vcpu.timer_deadline = if fire_now { 0 } else { deadline };
+        if !fire_now {
+            crate::time::clock::arm(deadline);
+        }
     }
     if fire_now {
         crate::event::delivery::send_vcpu_timer(id.domid, id.vcpu);

@@ -1,9 +1,13 @@
 //! The machine clock: TSC and local-APIC timer calibrated against the PIT at
 //! boot, system time (ns since boot), the wallclock from the RTC, the PV clock
 //! fields every domain's shared_info carries (TIME-1), and per-vCPU one-shot
-//! timers that raise VIRQ_TIMER (TIME-2).
+//! timers that raise VIRQ_TIMER (TIME-2). The boot CPU's APIC timer is
+//! one-shot: it fires at the earliest armed vCPU deadline or 1 ms after the
+//! last interrupt, whichever comes first, so timers fire within microseconds
+//! of their deadline; the other CPUs keep a periodic 1 ms tick.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::shared_info::SharedInfo;
 use hypercall_abi::DomId;
@@ -87,13 +91,51 @@ pub fn publish(shared_info_mfn: u64, nr_vcpus: usize) {
     }
 }
 
-/// On every timer tick: fires due one-shot timers (VIRQ_TIMER) and ends
-/// `sched_op(poll)` waits whose timeout passed.
+/// The earliest armed vCPU timer or poll deadline (ns, `u64::MAX` = none),
+/// updated under `DOMAINS`: the boot CPU's one-shot timer fires at it (or at
+/// its next 1 ms tick, whichever comes first).
+static NEXT_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+/// When the boot CPU's timer is set to fire next (ns).
+static PROGRAMMED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Notes a new timer or poll deadline (the caller holds `DOMAINS`); makes
+/// the boot CPU fire at it if that is before its next tick.
+pub fn arm(deadline: u64) {
+    if deadline == 0 {
+        return;
+    }
+    NEXT_DEADLINE.fetch_min(deadline, Ordering::AcqRel);
+    if deadline < PROGRAMMED.load(Ordering::Acquire) {
+        if crate::arch::percpu::cpu_index() == 0 {
+            program_boot_cpu_timer();
+        } else {
+            crate::sched::kick(0);
+        }
+    }
+}
+
+/// Arms the boot CPU's one-shot timer for its next event: the next 1 ms
+/// tick or the earliest vCPU deadline. Called on the boot CPU only.
+pub fn program_boot_cpu_timer() {
+    let Some(c) = CLOCK.get() else { return };
+    let now = now_ns();
+    let at = NEXT_DEADLINE
+        .load(Ordering::Acquire)
+        .clamp(now.saturating_add(5_000), now.saturating_add(1_000_000));
+    PROGRAMMED.store(at, Ordering::Release);
+    let ticks = (at - now).saturating_mul(u64::from(c.lapic_per_ms)) / 1_000_000;
+    lapic::rearm(u32::try_from(ticks).unwrap_or(u32::MAX));
+}
+
+/// On every timer interrupt of the boot CPU: fires due one-shot timers
+/// (VIRQ_TIMER) and ends `sched_op(poll)` waits whose timeout passed, then
+/// arms the next interrupt.
 pub fn expire_timers() {
     let now = now_ns();
     let mut fire: Vec<(DomId, u32)> = Vec::new();
     {
         let mut table = DOMAINS.lock();
+        let mut next = u64::MAX;
         for d in table.domains.values_mut() {
             if d.state != DomainState::Running {
                 continue;
@@ -102,6 +144,11 @@ pub fn expire_timers() {
                 if v.timer_deadline != 0 && v.timer_deadline <= now {
                     v.timer_deadline = 0;
                     fire.push((d.id, i as u32));
+                } else if v.timer_deadline != 0 {
+                    next = next.min(v.timer_deadline);
+                }
+                if v.blocked && v.poll_deadline > now {
+                    next = next.min(v.poll_deadline);
                 }
                 if v.blocked && v.poll_deadline != 0 && v.poll_deadline <= now {
                     v.blocked = false;
@@ -117,8 +164,10 @@ pub fn expire_timers() {
                 }
             }
         }
+        NEXT_DEADLINE.store(next, Ordering::Release);
     }
     for (dom, vcpu) in fire {
         crate::event::delivery::send_vcpu_timer(dom, vcpu);
     }
+    program_boot_cpu_timer();
 }

@@ -53,6 +53,20 @@ pub fn init(initial_count: u32) {
     write(REG_TIMER_INIT, initial_count);
 }
 
+/// Enables this CPU's local APIC with its timer in one-shot mode (divide by
+/// 16), armed for `initial_count` ticks; [`rearm`] arms it again.
+pub fn init_one_shot(initial_count: u32) {
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(REG_TIMER_DIV, 0x3); // divide by 16
+    write(REG_LVT_TIMER, u32::from(TIMER_VECTOR)); // one-shot
+    write(REG_TIMER_INIT, initial_count.max(1));
+}
+
+/// Arms the one-shot timer to fire in `count` ticks (at least 1).
+pub fn rearm(count: u32) {
+    write(REG_TIMER_INIT, count.max(1));
+}
+
 /// Masks every line of both legacy 8259 PICs.
 pub fn mask_pics() {
     // SAFETY: masking every line of both 8259 PICs (ports 0x21, 0xa1), which
