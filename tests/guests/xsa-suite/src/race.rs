@@ -17,7 +17,8 @@
 //!   after a won pin the scratch entry is empty and a write through it
 //!   faults; after a won map the pin was refused and the write works.
 //! - pin vs pin (L1/L2, or L1/L1): exactly one succeeds; the loser gets
-//!   `EINVAL` (already pinned), and the winner's type stands.
+//!   `EINVAL` (already pinned), and the winner's type stands (a writable
+//!   map of the frame is refused with `EBUSY`).
 //! - unpin vs map: the unpin always succeeds; a map that won leaves a frame
 //!   that can no longer be pinned (`EBUSY`).
 //! - stale TLB: vCPU 1 writes through a writable mapping vCPU 0 removes and
@@ -299,7 +300,7 @@ fn round(r: &mut TestReport, a: &Arena, variant: Variant, n: u32, tally: &mut Ta
     let won_before = tally.first_won;
     let ok = match variant {
         Variant::PinVsMap => judge_pin_vs_map(r, a, n, mine, errno_of(theirs), tally),
-        Variant::PinVsPin => judge_pin_vs_pin(r, mfn, n, mine, errno_of(theirs), tally),
+        Variant::PinVsPin => judge_pin_vs_pin(r, mfn, a.l1e, n, mine, errno_of(theirs), tally),
         Variant::UnpinVsMap => judge_unpin_vs_map(r, a, n, mine, errno_of(theirs), tally),
         Variant::StaleTlb => judge_stale_tlb(r, a, n, mine, theirs, tally),
     };
@@ -394,6 +395,7 @@ fn judge_pin_vs_map(
 fn judge_pin_vs_pin(
     r: &mut TestReport,
     mfn: u64,
+    l1e: u64,
     n: u32,
     mine: Result<(), Errno>,
     theirs: Result<(), Errno>,
@@ -417,6 +419,14 @@ fn judge_pin_vs_pin(
         }
     }
     tally.refusals += 1;
+    // The winner's table type stands: no writable mapping of the frame.
+    let map = update1(l1e, rw_entry());
+    if map != Err(Errno::EBUSY) {
+        r.fail(format_args!(
+            "round {n}: mapping the pinned frame writable gave {map:?} (want EBUSY)"
+        ));
+        return false;
+    }
     ext1(MMUEXT_UNPIN_TABLE, mfn).is_ok() || fail(r, n, "unpinning the winner")
 }
 
@@ -644,6 +654,10 @@ pub fn xsa_401(r: &mut TestReport) {
     let t0 = rdtsc();
     while smp::is_up(1) == Ok(true) && rdtsc().wrapping_sub(t0) < limit {
         core::hint::spin_loop();
+    }
+    if !ok {
+        // A round that stopped early may have left the frame pinned.
+        let _ = ext1(MMUEXT_UNPIN_TABLE, a.frame.mfn());
     }
     match a.frame.into_writable() {
         Ok(frame) => drop(frame),
