@@ -58,6 +58,10 @@ const fn broken_hello(
 /// partners' lines given in `$expect`), a clean audit and no crash.
 macro_rules! xsa {
     ($name:literal, $about:literal, [$($module:expr),*], [$($expect:expr),*]) => {
+        xsa!(smp 1, "", $name, $about, [$($module),*], [$($expect),*])
+    };
+    // `smp N`: N pCPUs; `$domain` adds hv-level module keys (e.g. `vcpus=`).
+    (smp $smp:literal, $domain:literal, $name:literal, $about:literal, [$($module:expr),*], [$($expect:expr),*]) => {
         Scenario {
             name: $name,
             about: $about,
@@ -67,11 +71,11 @@ macro_rules! xsa {
                 DRIVER,
                 Module {
                     image: Image::Guest("xsa-suite"),
-                    args: concat!("name=", $name, " mem=16M -- test=", $name),
+                    args: concat!("name=", $name, " mem=16M ", $domain, "-- test=", $name),
                 },
                 $($module),*
             ],
-            smp: 1,
+            smp: $smp,
             mem_mib: 256,
             timeout_secs: 60,
             exit_status: POWEROFF,
@@ -1080,6 +1084,20 @@ pub(crate) static ALL: &[Scenario] = &[
         [xsa_partner("name=bad-backend mem=8M -- role=bad-backend peer=1 report=xsa-391-backend")],
         [
             Expect::Line("(d2) test result: xsa-391-backend: SUCCESS"),
+            Expect::Absent("crashed")
+        ]
+    ),
+    xsa!(
+        smp 2,
+        "vcpus=2 pin=0,1 ",
+        "xsa-401",
+        "Two vCPUs on two pCPUs race to give one frame two types (pin vs writable map, pin vs pin, unpin vs map, pin vs stale TLB): one side always loses",
+        [],
+        [
+            Expect::Line("(d1) xsa-401: pin L1 vs writable map: "),
+            Expect::Line("(d1) xsa-401: pin L1 vs pin L2/L1: "),
+            Expect::Line("(d1) xsa-401: unpin vs writable map: "),
+            Expect::Line("(d1) xsa-401: pin L1 vs writes through a stale TLB entry: "),
             Expect::Absent("crashed")
         ]
     ),

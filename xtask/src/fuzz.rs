@@ -30,7 +30,8 @@ pub struct FuzzArgs {
     /// Exactly this many inputs per target (replays a reported failure).
     #[arg(long)]
     iters: Option<u64>,
-    /// Only this target (elf, module-cmdline, hv-cmdline, ring).
+    /// Only this target (elf, module-cmdline, hv-cmdline, ring, acpi, blkif,
+    /// netif, devbus).
     #[arg(long)]
     target: Option<String>,
 }

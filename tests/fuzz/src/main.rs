@@ -3,8 +3,10 @@
 //! runs it; cargo-fuzz needs nightly).
 //!
 //! Targets ([`targets::ALL`]): the guest ELF loader, the boot-module and
-//! hypervisor command-line parsers, and the shared ring's index handling
-//! against a hostile peer. Each target has a seed corpus; every iteration
+//! hypervisor command-line parsers, the shared ring's index handling
+//! against a hostile peer, the ACPI table parsers ([`acpi_target`]), blkif
+//! and netif request checks and the devbus record table
+//! ([`device_targets`]). Each target has a seed corpus; every iteration
 //! takes a corpus entry, mutates it ([`mutate`]) and runs the target, which
 //! checks its invariants (panics on a violation). Inputs that parse are
 //! added to the corpus (up to a bound), so mutations explore from them.
@@ -16,6 +18,8 @@
 //! Usage: `paravane-fuzz [--secs N] [--seed S] [--iters N] [--target NAME] [--corpus FILE]...`
 #![forbid(unsafe_code)]
 
+mod acpi_target;
+mod device_targets;
 mod mutate;
 mod targets;
 

@@ -79,6 +79,30 @@ pub const ALL: &[Target] = &[
         dictionary: &[&[0, 0, 0, 0], &[1, 1, 1, 1], &[9, 0xff, 0xff, 0xff, 0x7f]],
         run: ring,
     },
+    Target {
+        name: "acpi",
+        seeds: crate::acpi_target::seeds,
+        dictionary: crate::acpi_target::DICTIONARY,
+        run: crate::acpi_target::run,
+    },
+    Target {
+        name: "blkif",
+        seeds: crate::device_targets::blkif_seeds,
+        dictionary: crate::device_targets::BLKIF_DICTIONARY,
+        run: crate::device_targets::blkif,
+    },
+    Target {
+        name: "netif",
+        seeds: crate::device_targets::netif_seeds,
+        dictionary: crate::device_targets::NETIF_DICTIONARY,
+        run: crate::device_targets::netif,
+    },
+    Target {
+        name: "devbus",
+        seeds: crate::device_targets::devbus_seeds,
+        dictionary: crate::device_targets::DEVBUS_DICTIONARY,
+        run: crate::device_targets::devbus,
+    },
 ];
 
 // ---------------------------------------------------------------- ELF

@@ -20,6 +20,7 @@
 //! | [`evtchn`] | 188, 317, 342, 343, 344 |
 //! | [`ring`] | 155, 216, 332, 391 |
 //! | [`entry`] | 7, 204, 260, 339 |
+//! | [`race`] | 401 (two vCPUs) |
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 extern crate alloc;
@@ -31,6 +32,7 @@ mod evtchn;
 mod grant;
 mod mmu;
 mod partner;
+mod race;
 mod ring;
 
 use hypercall_abi::start_info::StartInfo;
@@ -72,6 +74,7 @@ const TESTS: &[Test] = &[
     ("xsa-344", evtchn::xsa_344),
     ("xsa-380", grant::xsa_380),
     ("xsa-391", ring::xsa_391),
+    ("xsa-401", |r, _| race::xsa_401(r)),
 ];
 
 fn kmain(si: &'static StartInfo) {

@@ -252,9 +252,15 @@ fn ticker(r: &mut TestReport, peer: DomId) {
     );
 }
 
+/// How long the bad backend waits for its frontend's port and ring.
+const PEER_WAIT_MS: u64 = 10_000;
+
 fn bad_backend(r: &mut TestReport, peer: DomId) {
     let mut port = None;
-    for _ in 0..100_000 {
+    // Bounded by time, not tries: how often a yield comes back depends on
+    // the host's load, and the frontend first measures its CPU alone.
+    let deadline = crate::attack::rdtsc() + PEER_WAIT_MS * crate::attack::tsc_per_ms();
+    while crate::attack::rdtsc() < deadline {
         match events::bind_interdomain(peer, PARTNER_PORT) {
             Ok(p) => {
                 port = Some(p);
@@ -271,7 +277,8 @@ fn bad_backend(r: &mut TestReport, peer: DomId) {
         return;
     };
     let mut mapping = None;
-    for _ in 0..100_000 {
+    let deadline = crate::attack::rdtsc() + PEER_WAIT_MS * crate::attack::tsc_per_ms();
+    while crate::attack::rdtsc() < deadline {
         match pv_guest_kit::grants::map(peer, 0, va.page(0), false) {
             Ok(m) => {
                 mapping = Some(m);
