@@ -25,6 +25,7 @@ pub mod machine;
 pub mod mm;
 #[cfg(target_os = "none")]
 mod panic;
+pub mod platform;
 pub mod sched;
 pub mod time;
 #[cfg(target_os = "none")]

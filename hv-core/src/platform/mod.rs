@@ -1,0 +1,8 @@
+//! The platform: what firmware says the machine has (ACPI: CPUs, interrupt
+//! controllers, ECAM windows, IOMMU units) and the PCI devices found through
+//! ECAM. Parsers are portable and host-tested; [`live`] reads the real
+//! tables through the direct map.
+
+pub mod acpi;
+#[cfg(target_os = "none")]
+pub mod live;
