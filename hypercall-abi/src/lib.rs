@@ -24,6 +24,7 @@ pub mod layout;
 pub mod machine;
 pub mod mm;
 pub mod multicall;
+pub mod physdev;
 pub mod ring;
 pub mod sched;
 pub mod shared_info;

@@ -132,7 +132,10 @@ pub fn create_boot_domain(
     }
 
     let capabilities = if driver {
-        Capabilities::CONSOLE_READ | Capabilities::DOMAIN_QUERY | Capabilities::MACHINE_POWER
+        Capabilities::CONSOLE_READ
+            | Capabilities::DOMAIN_QUERY
+            | Capabilities::MACHINE_POWER
+            | Capabilities::DEVICES
     } else {
         Capabilities::empty()
     };

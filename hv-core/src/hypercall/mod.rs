@@ -8,10 +8,12 @@ mod evtchn;
 mod grant;
 mod mm;
 mod multicall;
+mod physdev;
 mod sched_op;
 mod traps;
 mod version;
 
+use hypercall_abi::hypercall::HYPERCALL_SLOTS;
 use hypercall_abi::{Errno, Hypercall};
 
 use crate::arch::entry::TrapFrame;
@@ -21,10 +23,11 @@ pub use traps::{bounce_exception, deliver, guest_insn_bytes, user_syscall, Deliv
 
 type Handler = fn(&mut TrapFrame);
 
-/// The handler of each hypercall, indexed by number. Built from the ABI's
-/// table, so a hypercall added there without a handler here does not compile.
-static HANDLERS: [Handler; Hypercall::ALL.len()] = {
-    let mut table: [Handler; Hypercall::ALL.len()] = [no_such_hypercall; Hypercall::ALL.len()];
+/// The handler of each hypercall slot, indexed by number (numbers may have
+/// holes: those slots answer `-ENOSYS`). Built from the ABI's table, so a hypercall added there without a handler here does not compile.
+static HANDLERS: [Handler; HYPERCALL_SLOTS as usize] = {
+    let mut table: [Handler; HYPERCALL_SLOTS as usize] =
+        [no_such_hypercall; HYPERCALL_SLOTS as usize];
     let mut i = 0;
     while i < Hypercall::ALL.len() {
         let h = Hypercall::ALL[i];
@@ -62,6 +65,7 @@ const fn handler_for(h: Hypercall) -> Handler {
         Hypercall::EvtchnOp => |f| set_result(f, evtchn::evtchn_op(f.rdi, f.rsi)),
         Hypercall::SetTimerOp => |f| set_result(f, sched_op::set_timer_op(f.rdi)),
         Hypercall::GrantTableOp => |f| set_result(f, grant::grant_table_op(f.rdi, f.rsi, f.rdx)),
+        Hypercall::PhysdevOp => |f| set_result(f, physdev::physdev_op(f.rdi, f.rsi)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);
             finish(f, flow)
