@@ -1,0 +1,1 @@
+//! virtio-net (placeholder, filled in below).
