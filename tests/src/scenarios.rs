@@ -11,7 +11,7 @@
 use hypercall_abi::machine::{qemu_status, EXIT_POWEROFF};
 
 use crate::elf_mutations::{entry_outside, not_elf, overlapping_segments, truncate};
-use crate::{Expect, Image, Kind, Module, Scenario};
+use crate::{Disk, Expect, Image, Kind, Module, Scenario};
 
 /// hv-core command line shared by every scenario; every test boot runs the
 /// frame-table audit (SPEC MM-8).
@@ -27,6 +27,55 @@ const DRIVER: Module = Module {
     image: Image::Guest("driver-domain"),
     args: "name=driver mem=16M",
 };
+
+/// hv-core command line of the device scenarios: the IOMMU is required and
+/// domain 0 gets every device hv-core does not keep (DEV-2).
+const HV_CMDLINE_DD: &str = "loglvl=info audit=1 iommu=on dom0_pci=all";
+
+/// Module 1 of the device scenarios: the driver domain, with room for DMA
+/// buffers.
+const DRIVER_DD: Module = Module {
+    image: Image::Guest("driver-domain"),
+    args: "name=driver mem=32M -- devices=1",
+};
+
+/// The two disks of the device scenarios.
+const DD_DISKS: &[Disk] = &[
+    Disk {
+        file_name: "vblk.img",
+        size_mib: 8,
+    },
+    Disk {
+        file_name: "nvme.img",
+        size_mib: 8,
+    },
+];
+
+/// The devices of the device scenarios, after the IOMMU: virtio-blk at
+/// 00:03.0, NVMe at 00:04.0, virtio-net (QEMU user networking) at 00:05.0.
+/// Virtio goes through the IOMMU only with `iommu_platform=on`.
+macro_rules! dd_devices {
+    ($iommu:literal) => {
+        [
+            "-device",
+            $iommu,
+            "-drive",
+            "file={scratch}/vblk.img,if=none,id=vblk,format=raw",
+            "-device",
+            "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
+            "-drive",
+            "file={scratch}/nvme.img,if=none,id=nvme,format=raw",
+            "-device",
+            "nvme,drive=nvme,serial=paravane0,addr=04.0",
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+        ]
+    };
+}
+const DD_DEVICES_VTD: [&str; 14] = dd_devices!("intel-iommu");
+const DD_DEVICES_AMDVI: [&str; 14] = dd_devices!("amd-iommu");
 
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
@@ -66,6 +115,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -96,6 +147,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -133,6 +186,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -159,6 +214,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -187,6 +244,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -213,6 +272,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -247,6 +308,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -306,6 +369,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -345,6 +410,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -383,6 +450,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -432,6 +501,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -461,6 +532,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 180,
         exit_status: POWEROFF,
         expect: &[
@@ -494,6 +567,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 300,
         exit_status: POWEROFF,
         expect: &[
@@ -503,6 +578,75 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("BENCH name=grant_copy_4k_ratio"),
             Expect::Line("(d2) echo: answered"),
             Expect::Absent("crashed"),
+        ],
+    },
+    Scenario {
+        name: "dd-vtd",
+        about: "q35 with an Intel IOMMU: domain 0 drives virtio-blk, NVMe and virtio-net behind VT-d",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[DRIVER_DD],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: VT-d"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042"),
+            Expect::Line("(hv) pci: 00:04.0 1b36:0010"),
+            Expect::Line("(hv) pci: 00:05.0 1af4:1041"),
+            Expect::Absent("DMA fault"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-amdvi",
+        about: "q35 with an AMD IOMMU: domain 0 drives virtio-blk, NVMe and virtio-net behind AMD-Vi",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[DRIVER_DD],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_AMDVI,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: AMD-Vi"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042"),
+            Expect::Line("(hv) pci: 00:04.0 1b36:0010"),
+            Expect::Line("(hv) pci: 00:05.0 1af4:1041"),
+            Expect::Absent("DMA fault"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dma-attack",
+        about: "Domain 0 points a device's DMA at a frame it does not own: the IOMMU blocks and reports it; an unassigned device is invisible",
+        kind: Kind::Test,
+        // The NIC (00:05.0) is left out of domain 0's devices.
+        hv_cmdline: "loglvl=info audit=1 iommu=on dom0_pci=00:03.0+00:04.0",
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- dma-attack=1",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) pci: 00:05.0 1af4:1041"),
+            Expect::Line("(hv) iommu: DMA fault: 00:0"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
         ],
     },
 ];

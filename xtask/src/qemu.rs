@@ -134,6 +134,8 @@ pub struct Machine {
     pub append: String,
     /// The `-initrd` module list (see [`crate::boot::initrd_arg`]); empty for none.
     pub initrd: String,
+    /// The scenario's own devices and other arguments, appended last.
+    pub extra_args: Vec<String>,
 }
 
 impl Machine {
@@ -193,6 +195,7 @@ impl Machine {
         if !self.initrd.is_empty() {
             args.extend(["-initrd".to_owned(), self.initrd.clone()]);
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 }
@@ -521,6 +524,7 @@ mod tests {
             kernel: PathBuf::from("target/hv/x86_64-unknown-none/release/hv-core"),
             append: "loglvl=info".into(),
             initrd: "a x=1,b".into(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -605,6 +609,7 @@ mod tests {
             kernel: PathBuf::from("kernel.bin"),
             append: "x".into(),
             initrd: initrd.into(),
+            extra_args: Vec::new(),
         }
     }
 
