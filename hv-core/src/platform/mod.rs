@@ -4,5 +4,8 @@
 //! tables through the direct map.
 
 pub mod acpi;
+pub mod dmar;
+pub mod ivrs;
 #[cfg(target_os = "none")]
 pub mod live;
+pub mod pci;
