@@ -73,7 +73,10 @@ impl Command {
 
     /// Identify (`cns`) into the page at `page`.
     pub fn identify(cns: u32, nsid: u32, page: u64) -> Command {
-        Command::new(ADMIN_IDENTIFY).nsid(nsid).prp(page, 0).cdw(0, &[cns])
+        Command::new(ADMIN_IDENTIFY)
+            .nsid(nsid)
+            .prp(page, 0)
+            .cdw(0, &[cns])
     }
 
     /// Create I/O completion queue `qid` of `size` entries at `addr`,
@@ -91,9 +94,13 @@ impl Command {
     /// Create I/O submission queue `qid` of `size` entries at `addr`,
     /// completing on `cqid`.
     pub fn create_sq(qid: u16, size: u16, addr: u64, cqid: u16) -> Command {
-        Command::new(ADMIN_CREATE_SQ)
-            .prp(addr, 0)
-            .cdw(0, &[(u32::from(size - 1) << 16) | u32::from(qid), (u32::from(cqid) << 16) | 1])
+        Command::new(ADMIN_CREATE_SQ).prp(addr, 0).cdw(
+            0,
+            &[
+                (u32::from(size - 1) << 16) | u32::from(qid),
+                (u32::from(cqid) << 16) | 1,
+            ],
+        )
     }
 
     /// Set features: ask for `n` I/O submission and completion queues.
@@ -152,7 +159,24 @@ mod tests {
         let sq = Command::create_sq(1, 64, 0x8000, 1);
         assert_eq!((sq.dwords[10], sq.dwords[11]), (0x003f_0001, 0x0001_0001));
         assert_eq!(Command::set_num_queues(1).dwords[11], 0);
-        assert!(Completion { result: 0, sq_head: 0, sq_id: 0, cid: 0, status: 0x800 }.ok(), "DNR/More bits only");
-        assert!(!Completion { result: 0, sq_head: 0, sq_id: 0, cid: 0, status: 0x002 }.ok());
+        assert!(
+            Completion {
+                result: 0,
+                sq_head: 0,
+                sq_id: 0,
+                cid: 0,
+                status: 0x800
+            }
+            .ok(),
+            "DNR/More bits only"
+        );
+        assert!(!Completion {
+            result: 0,
+            sq_head: 0,
+            sq_id: 0,
+            cid: 0,
+            status: 0x002
+        }
+        .ok());
     }
 }

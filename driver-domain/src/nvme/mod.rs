@@ -19,7 +19,9 @@ use alloc::vec::Vec;
 use command::{Command, Completion, CNS_CONTROLLER, CNS_NAMESPACE, IO_FLUSH, IO_READ, IO_WRITE};
 use queue::QueuePair;
 
-use crate::blk::{validate, BlockCompletion, BlockDevice, BlockError, BlockInfo, BlockOp, BlockRequest};
+use crate::blk::{
+    validate, BlockCompletion, BlockDevice, BlockError, BlockInfo, BlockOp, BlockRequest,
+};
 use crate::dma::{DmaAllocator, DmaPage, PAGE_SIZE};
 use crate::regs::RegisterWindow;
 
@@ -194,7 +196,10 @@ impl<W: RegisterWindow, P: DmaPage> Nvme<W, P> {
             broken: false,
         };
         let page = alloc.alloc_page().map_err(|_| NvmeError::NoMemory)?;
-        nvme.admin_command(Command::identify(CNS_CONTROLLER, 0, page.device_addr()), &mut keep_waiting)?;
+        nvme.admin_command(
+            Command::identify(CNS_CONTROLLER, 0, page.device_addr()),
+            &mut keep_waiting,
+        )?;
         page.read(4, &mut nvme.identity.serial);
         page.read(24, &mut nvme.identity.model);
         let mut mdts = [0u8];
@@ -203,7 +208,10 @@ impl<W: RegisterWindow, P: DmaPage> Nvme<W, P> {
             0 => 0,
             m => (PAGE_SIZE as u64) << m.min(32),
         };
-        nvme.admin_command(Command::identify(CNS_NAMESPACE, NSID, page.device_addr()), &mut keep_waiting)?;
+        nvme.admin_command(
+            Command::identify(CNS_NAMESPACE, NSID, page.device_addr()),
+            &mut keep_waiting,
+        )?;
         let blocks = page.read_u64(0);
         let mut flbas = [0u8];
         page.read(26, &mut flbas);
@@ -216,7 +224,10 @@ impl<W: RegisterWindow, P: DmaPage> Nvme<W, P> {
         nvme.identity.block_size = 1 << lbads;
         nvme.admin_command(Command::set_num_queues(1), &mut keep_waiting)?;
         let (sq, cq) = nvme.io.addresses();
-        nvme.admin_command(Command::create_cq(1, max_entries, cq, vector), &mut keep_waiting)?;
+        nvme.admin_command(
+            Command::create_cq(1, max_entries, cq, vector),
+            &mut keep_waiting,
+        )?;
         nvme.admin_command(Command::create_sq(1, max_entries, sq, 1), &mut keep_waiting)?;
         // Largest request: a PRP list's worth of pages, within MDTS.
         let mut max_pages = prp::MAX_PAGES as u64 - 1;
@@ -242,7 +253,11 @@ impl<W: RegisterWindow, P: DmaPage> Nvme<W, P> {
     }
 
     /// Runs one admin command to completion.
-    fn admin_command(&mut self, cmd: Command, keep_waiting: &mut impl FnMut() -> bool) -> Result<Completion, NvmeError> {
+    fn admin_command(
+        &mut self,
+        cmd: Command,
+        keep_waiting: &mut impl FnMut() -> bool,
+    ) -> Result<Completion, NvmeError> {
         let opcode = cmd.opcode();
         let (cid, tail) = self.admin.submit(cmd).map_err(NvmeError::Queue)?;
         self.regs.write32(self.doorbell(0, false), u32::from(tail));
@@ -252,7 +267,11 @@ impl<W: RegisterWindow, P: DmaPage> Nvme<W, P> {
                 if done.cid != cid {
                     continue;
                 }
-                return if done.ok() { Ok(done) } else { Err(NvmeError::Admin(opcode, done.status)) };
+                return if done.ok() {
+                    Ok(done)
+                } else {
+                    Err(NvmeError::Admin(opcode, done.status))
+                };
             }
             if self.regs.read32(REG_CSTS) & CSTS_CFS != 0 {
                 return Err(NvmeError::Fatal);
@@ -265,7 +284,11 @@ impl<W: RegisterWindow, P: DmaPage> Nvme<W, P> {
 }
 
 /// Waits until CSTS.RDY equals `ready`.
-fn wait_status(regs: &impl RegisterWindow, ready: u32, keep_waiting: &mut impl FnMut() -> bool) -> Result<(), NvmeError> {
+fn wait_status(
+    regs: &impl RegisterWindow,
+    ready: u32,
+    keep_waiting: &mut impl FnMut() -> bool,
+) -> Result<(), NvmeError> {
     loop {
         let csts = regs.read32(REG_CSTS);
         if csts & CSTS_CFS != 0 && ready != 0 {
@@ -304,8 +327,16 @@ impl<W: RegisterWindow, P: DmaPage> BlockDevice for Nvme<W, P> {
                 if pages.len() > usize::from(self.info.max_segments) + 1 {
                     return Err(BlockError::TooManySegments);
                 }
-                let opcode = if op == BlockOp::Read { IO_READ } else { IO_WRITE };
-                Command::rw(opcode, NSID, req.sector, count, 0, 0).with_pages(&pages, &mut self.prp_lists, &self.io)
+                let opcode = if op == BlockOp::Read {
+                    IO_READ
+                } else {
+                    IO_WRITE
+                };
+                Command::rw(opcode, NSID, req.sector, count, 0, 0).with_pages(
+                    &pages,
+                    &mut self.prp_lists,
+                    &self.io,
+                )
             }
         };
         let (cid, tail) = self.io.submit(cmd).map_err(|_| BlockError::Busy)?;
@@ -324,7 +355,11 @@ impl<W: RegisterWindow, P: DmaPage> BlockDevice for Nvme<W, P> {
             Ok(Some((done, head))) => {
                 self.regs.write32(self.doorbell(1, true), u32::from(head));
                 let tag = self.tags.get_mut(usize::from(done.cid))?.take()?;
-                let result = if done.ok() { Ok(()) } else { Err(BlockError::Io) };
+                let result = if done.ok() {
+                    Ok(())
+                } else {
+                    Err(BlockError::Io)
+                };
                 Some(BlockCompletion { tag, result })
             }
             Ok(None) => None,
@@ -348,7 +383,8 @@ impl Command {
         match lists.get_mut(usize::from(cid)) {
             Some(list) => {
                 let addr = list.device_addr();
-                let (prp1, prp2) = prp::entries(pages, addr, |i, entry| list.write_u64(8 * i, entry));
+                let (prp1, prp2) =
+                    prp::entries(pages, addr, |i, entry| list.write_u64(8 * i, entry));
                 self.prp(prp1, prp2)
             }
             None => self,

@@ -35,8 +35,14 @@ pub fn pages(segments: &[Segment]) -> Result<Vec<u64, MAX_PAGES>, PrpError> {
         if seg.len == 0 {
             return Err(PrpError::Empty);
         }
-        let end = seg.addr.checked_add(u64::from(seg.len)).ok_or(PrpError::Misaligned)?;
-        if (i == 0 && seg.addr % 4 != 0) || (i > 0 && seg.addr % PAGE != 0) || (i < last && end % PAGE != 0) {
+        let end = seg
+            .addr
+            .checked_add(u64::from(seg.len))
+            .ok_or(PrpError::Misaligned)?;
+        if (i == 0 && seg.addr % 4 != 0)
+            || (i > 0 && seg.addr % PAGE != 0)
+            || (i < last && end % PAGE != 0)
+        {
             return Err(PrpError::Misaligned);
         }
         let mut at = seg.addr;
@@ -50,7 +56,11 @@ pub fn pages(segments: &[Segment]) -> Result<Vec<u64, MAX_PAGES>, PrpError> {
 
 /// PRP1 and PRP2 for `pages`, writing the PRP list (if needed) with
 /// `write_list(index, entry)` into the page at `list_addr`.
-pub fn entries(pages: &[u64], list_addr: u64, mut write_list: impl FnMut(usize, u64)) -> (u64, u64) {
+pub fn entries(
+    pages: &[u64],
+    list_addr: u64,
+    mut write_list: impl FnMut(usize, u64),
+) -> (u64, u64) {
     match pages {
         [] => (0, 0),
         [one] => (*one, 0),
@@ -76,10 +86,24 @@ mod tests {
     #[test]
     fn shapes() {
         assert_eq!(pages(&[seg(0x1200, 0x200)]).unwrap(), [0x1200]);
-        assert_eq!(pages(&[seg(0x1e00, 0x400)]).unwrap(), [0x1e00, 0x2000], "crosses a page");
-        assert_eq!(pages(&[seg(0x1000, 0x1000), seg(0x9000, 0x800)]).unwrap(), [0x1000, 0x9000]);
-        assert_eq!(pages(&[seg(0x1000, 0x800), seg(0x9000, 0x800)]), Err(PrpError::Misaligned), "hole");
-        assert_eq!(pages(&[seg(0x1000, 0x1000), seg(0x9100, 0x800)]), Err(PrpError::Misaligned));
+        assert_eq!(
+            pages(&[seg(0x1e00, 0x400)]).unwrap(),
+            [0x1e00, 0x2000],
+            "crosses a page"
+        );
+        assert_eq!(
+            pages(&[seg(0x1000, 0x1000), seg(0x9000, 0x800)]).unwrap(),
+            [0x1000, 0x9000]
+        );
+        assert_eq!(
+            pages(&[seg(0x1000, 0x800), seg(0x9000, 0x800)]),
+            Err(PrpError::Misaligned),
+            "hole"
+        );
+        assert_eq!(
+            pages(&[seg(0x1000, 0x1000), seg(0x9100, 0x800)]),
+            Err(PrpError::Misaligned)
+        );
         assert_eq!(pages(&[seg(0x1002, 4)]), Err(PrpError::Misaligned), "dword");
         assert_eq!(pages(&[]), Err(PrpError::Empty));
         assert_eq!(pages(&[seg(0x1000, 0)]), Err(PrpError::Empty));
@@ -88,8 +112,14 @@ mod tests {
         assert_eq!(pages(&big), Err(PrpError::TooLarge));
         let mut list = alloc::vec::Vec::new();
         assert_eq!(entries(&[0x1000], 0x7000, |_, _| panic!()), (0x1000, 0));
-        assert_eq!(entries(&[0x1000, 0x3000], 0x7000, |_, _| panic!()), (0x1000, 0x3000));
-        assert_eq!(entries(&[0x1000, 0x3000, 0x5000], 0x7000, |i, e| list.push((i, e))), (0x1000, 0x7000));
+        assert_eq!(
+            entries(&[0x1000, 0x3000], 0x7000, |_, _| panic!()),
+            (0x1000, 0x3000)
+        );
+        assert_eq!(
+            entries(&[0x1000, 0x3000, 0x5000], 0x7000, |i, e| list.push((i, e))),
+            (0x1000, 0x7000)
+        );
         assert_eq!(list, [(0, 0x3000), (1, 0x5000)]);
     }
 

@@ -59,7 +59,11 @@ pub struct QueuePair<P: DmaPage> {
 
 impl<P: DmaPage> QueuePair<P> {
     /// A pair with queue id `id` of `size` entries (zeroed pages).
-    pub fn new<A: DmaAllocator<Page = P>>(alloc: &mut A, id: u16, size: u16) -> Result<Self, QueueError> {
+    pub fn new<A: DmaAllocator<Page = P>>(
+        alloc: &mut A,
+        id: u16,
+        size: u16,
+    ) -> Result<Self, QueueError> {
         if !(2..=MAX_ENTRIES).contains(&size) {
             return Err(QueueError::BadSize);
         }
@@ -200,7 +204,8 @@ mod tests {
             self.mem.write_u32(at, 0xabc);
             self.mem.write_u16(at + 8, self.head);
             self.mem.write_u16(at + 10, sq_id);
-            self.mem.write_u32(at + 12, u32::from(cid) | (u32::from(self.phase) << 16));
+            self.mem
+                .write_u32(at + 12, u32::from(cid) | (u32::from(self.phase) << 16));
             self.cq_tail += 1;
             if self.cq_tail == self.size {
                 self.cq_tail = 0;
@@ -213,7 +218,18 @@ mod tests {
         let mem = SimMemory::new();
         let q = QueuePair::new(&mut mem.allocator(), 1, size).unwrap();
         let (sq, cq) = q.addresses();
-        (q, Ctrl { mem, sq, cq, size, head: 0, cq_tail: 0, phase: true })
+        (
+            q,
+            Ctrl {
+                mem,
+                sq,
+                cq,
+                size,
+                head: 0,
+                cq_tail: 0,
+                phase: true,
+            },
+        )
     }
 
     #[test]
@@ -224,7 +240,10 @@ mod tests {
         }
         assert_eq!(q.submit(Command::new(0x02)), Err(QueueError::Full));
         assert_eq!(q.in_flight(), 3);
-        assert!(matches!(QueuePair::<crate::sim::SimPage>::new(&mut SimMemory::new().allocator(), 1, 65), Err(QueueError::BadSize)));
+        assert!(matches!(
+            QueuePair::<crate::sim::SimPage>::new(&mut SimMemory::new().allocator(), 1, 65),
+            Err(QueueError::BadSize)
+        ));
     }
 
     #[test]
@@ -238,7 +257,11 @@ mod tests {
         let (cid, tail) = q.submit(Command::new(0x02)).unwrap();
         c.take(tail);
         c.complete(cid, 2);
-        assert_eq!(q.poll(), Err(QueueError::BadCommandId(cid)), "other queue's id");
+        assert_eq!(
+            q.poll(),
+            Err(QueueError::BadCommandId(cid)),
+            "other queue's id"
+        );
         let (mut q, mut c) = pair(4);
         let (cid, tail) = q.submit(Command::new(0x02)).unwrap();
         c.take(tail);

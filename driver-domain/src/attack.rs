@@ -1,0 +1,130 @@
+//! The `dma-attack` test mode: domain 0 points a device's DMA at a frame it
+//! does not own (a frame of the hypervisor's M2P table, which it may read
+//! but not write) and checks that the IOMMU stopped the transfer (DEV-6,
+//! DEV-7): the frame's content is unchanged and hv-core counted a fault. It
+//! also checks that a device hv-core did not assign is invisible (DEV-2).
+
+use driver_domain::blk::{BlockDevice, BlockOp, BlockRequest};
+use driver_domain::dma::Segment;
+use driver_domain::virtio::STATUS_NEEDS_RESET;
+use hypercall_abi::layout::M2P_VIRT_START;
+use hypercall_abi::physdev::sbdf;
+use hypercall_abi::{Errno, PAGE_SIZE};
+use pv_guest_kit::mm::{physmap::read_va, AddressSpace};
+use pv_guest_kit::physdev;
+use pv_guest_kit::println;
+
+use crate::devices::{deadline, Bdf, Devices};
+
+/// Checks that no device outside `listed` answers config reads: every
+/// bus-0 slot hv-core did not list must fail with ENOENT. Returns whether
+/// all did.
+pub fn unassigned_are_invisible(devices: &Devices) -> bool {
+    let mut ok = true;
+    for slot in 0..32u8 {
+        let id = sbdf(0, 0, slot, 0);
+        if devices.listed.iter().any(|d| d.sbdf == id) {
+            continue;
+        }
+        match physdev::config_read(id, 0, 4) {
+            Err(Errno::ENOENT) => {}
+            Ok(v) => {
+                println!(
+                    "dd: dma-attack: FAILED: unassigned {} answers config reads ({v:#x})",
+                    Bdf(id)
+                );
+                ok = false;
+            }
+            Err(e) => {
+                println!(
+                    "dd: dma-attack: FAILED: unassigned {}: {e} instead of ENOENT",
+                    Bdf(id)
+                );
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        println!("dd: dma-attack: every bus-0 slot not assigned to domain 0 is invisible (ENOENT), e.g. 00:05.0");
+    }
+    ok
+}
+
+/// A frame of the M2P table outside domain 0's IOMMU space: its mfn and
+/// the virtual address where domain 0 reads it.
+fn target_frame(ram_pages: u64) -> Option<(u64, u64)> {
+    let kernel = AddressSpace::kernel();
+    (0..64u64).find_map(|i| {
+        let va = M2P_VIRT_START + i * PAGE_SIZE;
+        let t = kernel.translate(va).ok()??;
+        (t.mfn >= ram_pages).then_some((t.mfn, va))
+    })
+}
+
+fn snapshot(va: u64) -> [u64; 512] {
+    core::array::from_fn(|i| read_va(va + 8 * i as u64))
+}
+
+/// Runs the attack with the virtio-blk disk; returns whether every check held.
+pub fn run(devices: &mut Devices) -> bool {
+    let Ok(before) = physdev::iommu_info() else {
+        println!("dd: dma-attack: FAILED: no IOMMU info");
+        return false;
+    };
+    let Some((mfn, va)) = target_frame(before.ram_pages) else {
+        println!("dd: dma-attack: FAILED: no M2P frame outside the IOMMU space to aim at");
+        return false;
+    };
+    let Some((disk, _)) = devices.vblk.as_mut() else {
+        println!("dd: dma-attack: FAILED: no virtio-blk disk to program");
+        return false;
+    };
+    let content = snapshot(va);
+    // A 4 KiB read from the disk into the M2P frame's machine address.
+    let segment = [Segment {
+        addr: mfn << 12,
+        len: PAGE_SIZE as u32,
+    }];
+    let req = BlockRequest {
+        op: BlockOp::Read,
+        sector: 0,
+        segments: &segment,
+        tag: 0xa77ac,
+    };
+    println!(
+        "dd: dma-attack: programming virtio-blk to DMA 4 KiB into M2P frame mfn {mfn:#x} (not domain 0's; its IOMMU space ends at pfn {:#x})",
+        before.ram_pages
+    );
+    if let Err(e) = disk.submit(&req) {
+        println!("dd: dma-attack: FAILED: submit: {e}");
+        return false;
+    }
+    let mut keep_waiting = deadline(devices.tsc_hz, 2);
+    let outcome = loop {
+        if let Some(done) = disk.poll() {
+            break Some(done.result);
+        }
+        if disk.transport().status() & STATUS_NEEDS_RESET != 0 || !keep_waiting() {
+            break None;
+        }
+    };
+    let status = disk.transport().status();
+    match outcome {
+        Some(Ok(())) => println!("dd: dma-attack: the device reported success"),
+        Some(Err(e)) => println!("dd: dma-attack: the transfer failed: {e}"),
+        None => println!(
+            "dd: dma-attack: the transfer failed: no completion, device status {status:#x}"
+        ),
+    }
+    let unchanged = snapshot(va) == content;
+    let after = physdev::iommu_info().map(|i| i.faults).unwrap_or(0);
+    println!(
+        "dd: dma-attack: target frame {}; IOMMU faults for domain 0: {} -> {}",
+        if unchanged { "unchanged" } else { "CHANGED" },
+        before.faults,
+        after
+    );
+    let ok = unchanged && after > before.faults && !matches!(outcome, Some(Ok(())));
+    println!("dd: dma-attack: {}", if ok { "blocked" } else { "FAILED" });
+    ok
+}
