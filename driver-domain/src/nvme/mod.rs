@@ -391,3 +391,393 @@ impl Command {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::rc::Rc;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    use super::*;
+    use crate::blk::run_sync;
+    use crate::dma::{PageBuffer, Segment};
+    use crate::pattern::{fill_sectors, first_mismatch};
+    use crate::sim::{RegisterModel, SimMemory, SimWindow};
+
+    const BLOCKS: u64 = 512;
+
+    /// A queue as the simulated controller tracks it.
+    #[derive(Clone, Copy, Default)]
+    struct Q {
+        sq: u64,
+        cq: u64,
+        size: u16,
+        head: u16,
+        cq_tail: u16,
+        phase: bool,
+    }
+
+    /// An NVMe controller over a RAM disk: admin identify/set-features/
+    /// create-queue, read and write with PRP lists.
+    struct SimNvme {
+        mem: SimMemory,
+        cc: u32,
+        csts: u32,
+        aqa: u32,
+        asq: u64,
+        acq: u64,
+        queues: [Q; 2],
+        disk: Vec<u8>,
+        commands: Vec<u8>,
+        /// Complete I/O commands only when asked (to build up queue depth).
+        hold_io: bool,
+        held: Vec<u16>,
+    }
+
+    impl SimNvme {
+        fn new(mem: SimMemory) -> Self {
+            Self {
+                mem,
+                cc: 0,
+                csts: 0,
+                aqa: 0,
+                asq: 0,
+                acq: 0,
+                queues: [Q::default(); 2],
+                disk: vec![0; BLOCKS as usize * 512],
+                commands: Vec::new(),
+                hold_io: false,
+                held: Vec::new(),
+            }
+        }
+
+        fn complete(&mut self, qid: usize, cid: u16, status: u16) {
+            let q = &mut self.queues[qid];
+            let at = q.cq + u64::from(q.cq_tail) * 16;
+            self.mem.write_u32(at, 0);
+            self.mem.write_u16(at + 8, q.head);
+            self.mem.write_u16(at + 10, qid as u16);
+            self.mem.write_u32(
+                at + 12,
+                u32::from(cid) | (u32::from(q.phase) << 16) | (u32::from(status) << 17),
+            );
+            q.cq_tail += 1;
+            if q.cq_tail == q.size {
+                q.cq_tail = 0;
+                q.phase = !q.phase;
+            }
+        }
+
+        /// The PRP pages of a transfer of `bytes`.
+        fn prp_pages(&self, prp1: u64, prp2: u64, bytes: usize) -> Vec<(u64, usize)> {
+            let mut out = Vec::new();
+            let first = (4096 - (prp1 % 4096) as usize).min(bytes);
+            out.push((prp1, first));
+            let mut left = bytes - first;
+            let pages = left.div_ceil(4096);
+            for i in 0..pages {
+                let addr = if pages == 1 {
+                    prp2
+                } else {
+                    self.mem.read_u64(prp2 + 8 * i as u64)
+                };
+                assert_eq!(addr % 4096, 0, "later PRP entries are page aligned");
+                out.push((addr, left.min(4096)));
+                left -= left.min(4096);
+            }
+            out
+        }
+
+        fn execute(&mut self, qid: usize, d: [u32; 16]) -> u16 {
+            let opcode = d[0] as u8;
+            self.commands.push(opcode);
+            let prp1 = u64::from(d[6]) | (u64::from(d[7]) << 32);
+            let prp2 = u64::from(d[8]) | (u64::from(d[9]) << 32);
+            if qid == 0 {
+                match opcode {
+                    command::ADMIN_IDENTIFY => {
+                        let mut page = vec![0u8; 4096];
+                        if d[10] == CNS_CONTROLLER {
+                            page[4..13].copy_from_slice(b"paravane0");
+                            page[24..38].copy_from_slice(b"QEMU NVMe Ctrl");
+                            page[77] = 7;
+                        } else {
+                            page[0..8].copy_from_slice(&BLOCKS.to_le_bytes());
+                            page[130] = 9;
+                        }
+                        self.mem.write(prp1, &page);
+                    }
+                    command::ADMIN_SET_FEATURES => {}
+                    command::ADMIN_CREATE_CQ => {
+                        let q = &mut self.queues[(d[10] & 0xffff) as usize];
+                        q.cq = prp1;
+                        q.size = (d[10] >> 16) as u16 + 1;
+                        q.phase = true;
+                    }
+                    command::ADMIN_CREATE_SQ => {
+                        let q = &mut self.queues[(d[10] & 0xffff) as usize];
+                        assert_eq!(q.size, (d[10] >> 16) as u16 + 1);
+                        q.sq = prp1;
+                    }
+                    _ => return 1,
+                }
+                return 0;
+            }
+            let lba = u64::from(d[10]) | (u64::from(d[11]) << 32);
+            let bytes = ((d[12] & 0xffff) as usize + 1) * 512;
+            let mut at = lba as usize * 512;
+            if at + bytes > self.disk.len() {
+                return 0x80; // LBA out of range
+            }
+            for (addr, len) in self.prp_pages(prp1, prp2, bytes) {
+                match opcode {
+                    IO_READ => self.mem.write(addr, &self.disk[at..at + len]),
+                    IO_WRITE => {
+                        let data = self.mem.read_vec(addr, len);
+                        self.disk[at..at + len].copy_from_slice(&data);
+                    }
+                    _ => return 1,
+                }
+                at += len;
+            }
+            0
+        }
+
+        fn ring(&mut self, qid: usize, tail: u16) {
+            while self.queues[qid].head != tail {
+                let q = self.queues[qid];
+                let mut d = [0u32; 16];
+                for (i, w) in d.iter_mut().enumerate() {
+                    *w = self
+                        .mem
+                        .read_u32(q.sq + u64::from(q.head) * 64 + 4 * i as u64);
+                }
+                self.queues[qid].head = (q.head + 1) % q.size;
+                let cid = (d[0] >> 16) as u16;
+                let status = self.execute(qid, d);
+                if qid == 1 && self.hold_io {
+                    self.held.push(cid);
+                } else {
+                    self.complete(qid, cid, status);
+                }
+            }
+        }
+    }
+
+    impl RegisterModel for SimNvme {
+        fn read(&mut self, offset: usize, _size: usize) -> u64 {
+            match offset {
+                // MQES 2047, CSS NVM, DSTRD 0, MPSMIN 0.
+                REG_CAP => 0x7ff,
+                0x04 => 1 << 5,
+                REG_CC => self.cc.into(),
+                REG_CSTS => self.csts.into(),
+                _ => 0,
+            }
+        }
+
+        fn write(&mut self, offset: usize, _size: usize, value: u64) {
+            match offset {
+                REG_CC => {
+                    self.cc = value as u32;
+                    if self.cc & CC_EN != 0 {
+                        assert_eq!(self.cc & CC_ENTRY_SIZES, CC_ENTRY_SIZES);
+                        let n = (self.aqa & 0xfff) as u16 + 1;
+                        self.queues[0] = Q {
+                            sq: self.asq,
+                            cq: self.acq,
+                            size: n,
+                            head: 0,
+                            cq_tail: 0,
+                            phase: true,
+                        };
+                        self.csts = CSTS_RDY;
+                    } else {
+                        self.csts = 0;
+                    }
+                }
+                REG_AQA => self.aqa = value as u32,
+                REG_ASQ => self.asq = (self.asq & !0xffff_ffff) | value,
+                0x2c => self.asq = (self.asq & 0xffff_ffff) | (value << 32),
+                REG_ACQ => self.acq = (self.acq & !0xffff_ffff) | value,
+                0x34 => self.acq = (self.acq & 0xffff_ffff) | (value << 32),
+                o if o >= DOORBELLS => {
+                    let index = (o - DOORBELLS) / 4;
+                    if index.is_multiple_of(2) {
+                        self.ring(index / 2, value as u16);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn controller(
+        mem: &SimMemory,
+    ) -> (
+        Rc<RefCell<SimNvme>>,
+        Nvme<SimWindow<SimNvme>, crate::sim::SimPage>,
+    ) {
+        let model = Rc::new(RefCell::new(SimNvme::new(mem.clone())));
+        let regs = SimWindow::new(model.clone(), 0x2000);
+        let mut polls = 0;
+        let nvme = Nvme::new(regs, &mut mem.allocator(), Some(1), || {
+            polls += 1;
+            polls < 100
+        })
+        .unwrap();
+        (model, nvme)
+    }
+
+    #[test]
+    fn bring_up_and_patterned_read_back() {
+        let mem = SimMemory::new();
+        let (model, mut nvme) = controller(&mem);
+        assert_eq!(
+            model.borrow().commands,
+            [
+                command::ADMIN_IDENTIFY,
+                command::ADMIN_IDENTIFY,
+                command::ADMIN_SET_FEATURES,
+                command::ADMIN_CREATE_CQ,
+                command::ADMIN_CREATE_SQ
+            ]
+        );
+        assert_eq!(&nvme.identity().model[..14], b"QEMU NVMe Ctrl");
+        let info = nvme.info();
+        assert_eq!(
+            (info.sectors, info.sector_size, info.queue_depth),
+            (BLOCKS, 512, 63)
+        );
+        assert_eq!(info.max_segments, 128, "MDTS 7: 512 KiB");
+        // 5 pages, scattered on the bus: PRP1 + a PRP list of 4.
+        let mut buf = PageBuffer::new(&mut mem.allocator(), 5 * 4096).unwrap();
+        let mut data = vec![0u8; 5 * 4096];
+        fill_sectors(&mut data, 100, 512, 3);
+        buf.fill(&data);
+        let segs: Vec<Segment> = buf.segments(data.len()).collect();
+        let w = BlockRequest {
+            op: BlockOp::Write,
+            sector: 100,
+            segments: &segs,
+            tag: 1,
+        };
+        assert_eq!(run_sync(&mut nvme, &w, || false), Ok(()));
+        assert_eq!(
+            first_mismatch(&model.borrow().disk[100 * 512..140 * 512], 100, 512, 3),
+            None
+        );
+        buf.fill(&vec![0u8; data.len()]);
+        let r = BlockRequest {
+            op: BlockOp::Read,
+            sector: 100,
+            segments: &segs,
+            tag: 2,
+        };
+        assert_eq!(run_sync(&mut nvme, &r, || false), Ok(()));
+        let mut back = vec![0u8; data.len()];
+        buf.copy_out(&mut back);
+        assert_eq!(back, data);
+        // Two pages: PRP2 is the second page itself.
+        let two: Vec<Segment> = buf.segments(2 * 4096).collect();
+        let r2 = BlockRequest {
+            op: BlockOp::Read,
+            sector: 100,
+            segments: &two,
+            tag: 3,
+        };
+        assert_eq!(run_sync(&mut nvme, &r2, || false), Ok(()));
+        // A hole in the middle of a buffer cannot be expressed with PRPs.
+        let holey = [
+            Segment {
+                addr: segs[0].addr,
+                len: 512,
+            },
+            segs[1],
+        ];
+        let bad = BlockRequest {
+            op: BlockOp::Read,
+            sector: 0,
+            segments: &holey,
+            tag: 4,
+        };
+        assert_eq!(nvme.submit(&bad), Err(BlockError::BadLayout));
+    }
+
+    #[test]
+    fn queue_depth_and_out_of_order_completion() {
+        let mem = SimMemory::new();
+        let (model, mut nvme) = controller(&mem);
+        model.borrow_mut().hold_io = true;
+        let pages: Vec<PageBuffer<_>> = (0..70)
+            .map(|_| PageBuffer::new(&mut mem.allocator(), 4096).unwrap())
+            .collect();
+        let segs: Vec<Vec<Segment>> = pages.iter().map(|p| p.segments(4096).collect()).collect();
+        let mut submitted = 0u64;
+        for (i, s) in segs.iter().enumerate() {
+            let req = BlockRequest {
+                op: BlockOp::Read,
+                sector: i as u64 * 8,
+                segments: s,
+                tag: i as u64,
+            };
+            match nvme.submit(&req) {
+                Ok(()) => submitted += 1,
+                Err(BlockError::Busy) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(submitted, 63, "one slot of 64 stays empty");
+        assert_eq!(nvme.in_flight(), 63);
+        let mut held = core::mem::take(&mut model.borrow_mut().held);
+        held.reverse();
+        for cid in held {
+            model.borrow_mut().complete(1, cid, 0);
+        }
+        let mut tags: Vec<u64> = core::iter::from_fn(|| nvme.poll()).map(|c| c.tag).collect();
+        tags.sort();
+        assert_eq!(tags, (0..63).collect::<Vec<_>>());
+        assert_eq!(nvme.in_flight(), 0);
+    }
+
+    #[test]
+    fn dead_controller_times_out() {
+        struct Dead;
+        impl RegisterModel for Dead {
+            fn read(&mut self, offset: usize, _: usize) -> u64 {
+                match offset {
+                    REG_CAP => 0x7ff,
+                    0x04 => 1 << 5, // CAP.CSS: NVM
+                    _ => 0,
+                }
+            }
+            fn write(&mut self, _: usize, _: usize, _: u64) {}
+        }
+        let mem = SimMemory::new();
+        let regs = SimWindow::new(Rc::new(RefCell::new(Dead)), 0x2000);
+        let mut polls = 0;
+        let r = Nvme::new(regs, &mut mem.allocator(), None, || {
+            polls += 1;
+            polls < 10
+        });
+        assert!(matches!(r, Err(NvmeError::Timeout)), "never ready");
+        struct NoNvm;
+        impl RegisterModel for NoNvm {
+            fn read(&mut self, _: usize, _: usize) -> u64 {
+                0
+            }
+            fn write(&mut self, _: usize, _: usize, _: u64) {}
+        }
+        let regs = SimWindow::new(Rc::new(RefCell::new(NoNvm)), 0x2000);
+        assert!(matches!(
+            Nvme::new(regs, &mut mem.allocator(), None, || true),
+            Err(NvmeError::Unsupported)
+        ));
+        let small = SimWindow::new(Rc::new(RefCell::new(Dead)), 0x1000);
+        assert!(matches!(
+            Nvme::new(small, &mut mem.allocator(), None, || false),
+            Err(NvmeError::WindowTooSmall)
+        ));
+    }
+}
