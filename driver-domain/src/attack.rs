@@ -1,16 +1,21 @@
 //! The `dma-attack` test mode: domain 0 points a device's DMA at a frame it
-//! does not own (a frame of the hypervisor's M2P table, which it may read
-//! but not write) and checks that the IOMMU stopped the transfer (DEV-6,
+//! may not write and that lies outside its IOMMU space — one of its own
+//! start-of-day page tables, addressed by its *machine* address (MM-2: a page
+//! table never has a writable mapping; without an IOMMU this DMA would
+//! rewrite it) — and checks that the IOMMU stopped the transfer (DEV-6,
 //! DEV-7): the frame's content is unchanged and hv-core counted a fault. It
 //! also checks that a device hv-core did not assign is invisible (DEV-2).
+//!
+//! The hypervisor's own frames (the M2P table) would be a better target, but
+//! a guest cannot learn their machine addresses: its page-table walks stop at
+//! the hypervisor's L4 slots.
 
 use driver_domain::blk::{BlockDevice, BlockOp, BlockRequest};
 use driver_domain::dma::Segment;
 use driver_domain::virtio::STATUS_NEEDS_RESET;
-use hypercall_abi::layout::M2P_VIRT_START;
 use hypercall_abi::physdev::sbdf;
 use hypercall_abi::{Errno, PAGE_SIZE};
-use pv_guest_kit::mm::{physmap::read_va, AddressSpace};
+use pv_guest_kit::mm::{layout, physmap::read_va};
 use pv_guest_kit::physdev;
 use pv_guest_kit::println;
 
@@ -50,14 +55,14 @@ pub fn unassigned_are_invisible(devices: &Devices) -> bool {
     ok
 }
 
-/// A frame of the M2P table outside domain 0's IOMMU space: its mfn and
-/// the virtual address where domain 0 reads it.
+/// A start-of-day page table whose machine frame number lies outside
+/// domain 0's IOMMU space (`mfn >= ram_pages`, so `mfn << 12` names no
+/// pseudo-physical page there): its mfn and where domain 0 reads it.
 fn target_frame(ram_pages: u64) -> Option<(u64, u64)> {
-    let kernel = AddressSpace::kernel();
-    (0..64u64).find_map(|i| {
-        let va = M2P_VIRT_START + i * PAGE_SIZE;
-        let t = kernel.translate(va).ok()??;
-        (t.mfn >= ram_pages).then_some((t.mfn, va))
+    let layout = layout();
+    (layout.pt_first_pfn..layout.pt_first_pfn + layout.nr_pt_frames).find_map(|pfn| {
+        let mfn = layout.mfn(pfn);
+        (mfn >= ram_pages).then(|| (mfn, layout.pfn_va(pfn)))
     })
 }
 
@@ -72,7 +77,7 @@ pub fn run(devices: &mut Devices) -> bool {
         return false;
     };
     let Some((mfn, va)) = target_frame(before.ram_pages) else {
-        println!("dd: dma-attack: FAILED: no M2P frame outside the IOMMU space to aim at");
+        println!("dd: dma-attack: FAILED: no page-table frame outside the IOMMU space to aim at");
         return false;
     };
     let Some((disk, _)) = devices.vblk.as_mut() else {
@@ -80,7 +85,7 @@ pub fn run(devices: &mut Devices) -> bool {
         return false;
     };
     let content = snapshot(va);
-    // A 4 KiB read from the disk into the M2P frame's machine address.
+    // A 4 KiB read from the disk into the page table's machine address.
     let segment = [Segment {
         addr: mfn << 12,
         len: PAGE_SIZE as u32,
@@ -92,7 +97,7 @@ pub fn run(devices: &mut Devices) -> bool {
         tag: 0xa77ac,
     };
     println!(
-        "dd: dma-attack: programming virtio-blk to DMA 4 KiB into M2P frame mfn {mfn:#x} (not domain 0's; its IOMMU space ends at pfn {:#x})",
+        "dd: dma-attack: programming virtio-blk to DMA 4 KiB into page-table frame mfn {mfn:#x} by machine address (domain 0 may not write it; its IOMMU space ends at pfn {:#x})",
         before.ram_pages
     );
     if let Err(e) = disk.submit(&req) {
