@@ -126,7 +126,13 @@ pub struct VirtioPci<W: RegisterWindow> {
     notify_off_multiplier: u32,
     isr: W,
     device: Option<W>,
+    /// Notification offsets of the queues set up so far (queue index <
+    /// [`MAX_QUEUES`]), checked against the window at setup.
+    notify_offsets: core::cell::Cell<[Option<usize>; MAX_QUEUES]>,
 }
+
+/// Queues whose notification offset the transport caches.
+pub const MAX_QUEUES: usize = 4;
 
 impl<W: RegisterWindow> VirtioPci<W> {
     /// Opens the structures `caps` names, in the BARs `bar(index)` returns
@@ -158,6 +164,7 @@ impl<W: RegisterWindow> VirtioPci<W> {
             notify_off_multiplier: caps.notify_off_multiplier,
             isr,
             device,
+            notify_offsets: core::cell::Cell::new([None; MAX_QUEUES]),
         })
     }
 
@@ -279,7 +286,13 @@ impl<W: RegisterWindow> VirtioPci<W> {
 
     /// Tells the device queue `index` has new buffers.
     pub fn notify(&self, index: u16) {
-        if let Some(at) = self.notify_offset(index) {
+        let cached = self
+            .notify_offsets
+            .get()
+            .get(usize::from(index))
+            .copied()
+            .flatten();
+        if let Some(at) = cached.or_else(|| self.notify_offset(index)) {
             self.notify.write16(at, index);
         }
     }
