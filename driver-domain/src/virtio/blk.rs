@@ -93,7 +93,8 @@ impl<W: RegisterWindow, P: DmaPage> VirtioBlk<W, P> {
         let queue = SplitQueue::new(alloc, size).map_err(VirtioError::Queue)?;
         let slots_page = alloc.alloc_page().map_err(|_| VirtioError::NoMemory)?;
         let max_segments = (seg_max.clamp(1, u32::from(MAX_SEGMENTS)) as u16).min(size - 2);
-        let depth = MAX_DEPTH.min(size);
+        // A request takes at least three descriptors (header, data, status).
+        let depth = MAX_DEPTH.min(size / 3);
         dev.setup_queue(0, &queue, vector)?;
         dev.driver_ok();
         Ok(Self {
