@@ -474,36 +474,55 @@ pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciFunction>
 }
 
 /// Most functions a `dom0_pci=` list names.
-pub const MAX_DOM0_PCI: usize = 32;
+pub const MAX_DOM0_PCI: usize = 16;
 
 /// `dom0_pci=` (DEV-2).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dom0Pci {
     /// Every function hv-core does not keep (the default).
     #[default]
     All,
     /// No function.
     None,
-    /// These functions (those hv-core keeps excepted).
-    List(heapless::Vec<Bdf, MAX_DOM0_PCI>),
+    /// These functions (those hv-core keeps excepted): the first `len` of
+    /// `devices`.
+    List {
+        devices: [Bdf; MAX_DOM0_PCI],
+        len: u8,
+    },
 }
 
 impl Dom0Pci {
-    /// Parses `all`, `none` or `bb:dd.f+bb:dd.f+…`.
+    /// Parses `all`, `none` or `bb:dd.f+bb:dd.f+…` (at most
+    /// [`MAX_DOM0_PCI`] functions).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "all" => Some(Self::All),
             "none" => Some(Self::None),
             _ => {
-                let mut list = heapless::Vec::new();
+                let mut devices = [Bdf::new(0, 0, 0); MAX_DOM0_PCI];
+                let mut len = 0usize;
                 for part in s.split('+') {
                     let bdf = Bdf::parse(part)?;
-                    if !list.contains(&bdf) {
-                        list.push(bdf).ok()?;
+                    if devices[..len].contains(&bdf) {
+                        continue;
                     }
+                    *devices.get_mut(len)? = bdf;
+                    len += 1;
                 }
-                Some(Self::List(list))
+                Some(Self::List {
+                    devices,
+                    len: len as u8,
+                })
             }
+        }
+    }
+
+    /// The functions a list names (empty for `all` and `none`).
+    pub fn listed(&self) -> &[Bdf] {
+        match self {
+            Self::List { devices, len } => devices.get(..usize::from(*len)).unwrap_or(&[]),
+            _ => &[],
         }
     }
 }
@@ -525,14 +544,14 @@ pub fn assign(
             match policy {
                 Dom0Pci::All => DeviceOwner::Driver,
                 Dom0Pci::None => DeviceOwner::Nobody,
-                Dom0Pci::List(list) if list.contains(&f.bdf) => DeviceOwner::Driver,
-                Dom0Pci::List(_) => DeviceOwner::Nobody,
+                Dom0Pci::List { .. } if policy.listed().contains(&f.bdf) => DeviceOwner::Driver,
+                Dom0Pci::List { .. } => DeviceOwner::Nobody,
             }
         };
     }
     let mut unusable = heapless::Vec::new();
-    if let Dom0Pci::List(list) = policy {
-        for bdf in list {
+    {
+        for bdf in policy.listed() {
             let usable = functions
                 .iter()
                 .any(|f| f.bdf == *bdf && f.owner != DeviceOwner::Hypervisor);
@@ -894,6 +913,12 @@ pub(crate) mod tests {
         assert_eq!(Dom0Pci::parse("none"), Some(Dom0Pci::None));
         assert_eq!(Dom0Pci::parse("00:03.0+"), None);
         assert_eq!(Dom0Pci::parse(""), None);
+        assert_eq!(
+            Dom0Pci::parse("00:03.0+00:03.0").unwrap().listed(),
+            [Bdf::new(0, 3, 0)]
+        );
+        let seventeen: Vec<String> = (0..17).map(|d| format!("00:{d:02x}.0")).collect();
+        assert_eq!(Dom0Pci::parse(&seventeen.join("+")), None);
     }
 
     #[test]
@@ -946,11 +971,7 @@ pub(crate) mod tests {
     fn io_frames_permit_assigned_bars_only() {
         let c = q35_like();
         let mut fs = enumerate(&c, 0, 0);
-        assign(
-            &mut fs,
-            &Dom0Pci::List(heapless::Vec::from_slice(&[Bdf::new(0, 3, 0)]).unwrap()),
-            true,
-        );
+        assign(&mut fs, &Dom0Pci::parse("00:03.0").unwrap(), true);
         let io = IoFrames::build(&fs, &[(0xfee0_0000, 0xfee0_1000)]);
         // virtio-blk's BAR4 (assigned): mappable.
         assert!(io.permits(0x80_0000));

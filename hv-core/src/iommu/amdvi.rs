@@ -1,0 +1,1 @@
+//! AMD-Vi: placeholder until the AMD IOMMU driver lands.
