@@ -27,6 +27,11 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if v == u64::from(SPURIOUS_VECTOR) {
         return;
     }
+    if v == u64::from(crate::iommu::live::FAULT_VECTOR) {
+        lapic::eoi();
+        crate::iommu::live::fault_interrupt();
+        return;
+    }
     if v >= 32 {
         lapic::eoi();
         log::warn!("unexpected interrupt vector {v}");

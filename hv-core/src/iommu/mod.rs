@@ -5,6 +5,8 @@
 //! narrow [`Mmio`] trait.
 
 pub mod amdvi;
+#[cfg(target_os = "none")]
+pub mod live;
 pub mod page_table;
 pub mod vtd;
 
@@ -68,7 +70,7 @@ impl core::fmt::Display for IommuError {
 
 /// A remapping unit driving one DMA space for the driver domain's devices.
 /// Every function the unit sees that is not attached is blocked.
-pub trait Iommu: Send {
+pub trait Iommu {
     /// "VT-d" or "AMD-Vi".
     fn name(&self) -> &'static str;
     /// Where its registers are.
@@ -89,4 +91,8 @@ pub trait Iommu: Send {
     fn drain_faults(&mut self, report: &mut dyn FnMut(DmaFault));
     /// Page-table levels the unit walks for the driver domain (3 or 4).
     fn levels(&self) -> u8;
+    /// Points the unit's fault interrupt at (`address`, `data`), if the
+    /// unit has its own interrupt registers (VT-d); false if it signals
+    /// through its PCI function's MSI capability instead (AMD-Vi).
+    fn set_fault_interrupt(&mut self, address: u64, data: u32) -> bool;
 }

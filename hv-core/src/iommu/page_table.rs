@@ -19,6 +19,9 @@ pub const ENTRIES: u64 = 512;
 pub trait TableFrames {
     /// A zeroed frame, or `None` when memory is exhausted.
     fn alloc_zeroed(&mut self) -> Option<u64>;
+    /// `pages` zeroed, physically contiguous frames (device tables, command
+    /// buffers), or `None`.
+    fn alloc_contiguous(&mut self, pages: usize) -> Option<u64>;
     fn read(&self, table: u64, index: u64) -> u64;
     fn write(&mut self, table: u64, index: u64, value: u64);
 }
@@ -175,11 +178,21 @@ pub(crate) mod tests {
             self.frames.insert(pa, [0; 512]);
             Some(pa)
         }
+        fn alloc_contiguous(&mut self, pages: usize) -> Option<u64> {
+            let first = self.alloc_zeroed()?;
+            for _ in 1..pages {
+                self.alloc_zeroed()?;
+            }
+            Some(first)
+        }
         fn read(&self, table: u64, index: u64) -> u64 {
-            self.frames[&table][index as usize]
+            // Frames are 0x1000 apart: an index past 511 reaches the next one.
+            let frame = table + (index / 512) * 0x1000;
+            self.frames[&frame][(index % 512) as usize]
         }
         fn write(&mut self, table: u64, index: u64, value: u64) {
-            self.frames.get_mut(&table).expect("table")[index as usize] = value;
+            let frame = table + (index / 512) * 0x1000;
+            self.frames.get_mut(&frame).expect("table")[(index % 512) as usize] = value;
         }
     }
 

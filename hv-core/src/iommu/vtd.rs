@@ -258,15 +258,6 @@ impl<M: Mmio, T: TableFrames> VtdUnit<M, T> {
         self.wait64_clear(iotlb, IOTLB_IVT, "IOTLB invalidation")
     }
 
-    /// Programs the fault event interrupt (an MSI to `address` with `data`)
-    /// and unmasks it.
-    pub fn set_fault_interrupt(&self, address: u64, data: u32) {
-        self.mmio.write32(REG_FEDATA, data);
-        self.mmio.write32(REG_FEADDR, address as u32);
-        self.mmio.write32(REG_FEUADDR, (address >> 32) as u32);
-        self.mmio.write32(REG_FECTL, 0);
-    }
-
     fn context_table(&mut self, bus: u8, create: bool) -> Option<u64> {
         let i = u64::from(bus) * 2;
         let e = self.mem.read(self.root_table, i);
@@ -290,7 +281,7 @@ impl<M: Mmio, T: TableFrames> VtdUnit<M, T> {
     }
 }
 
-impl<M: Mmio + Send, T: TableFrames + Send> Iommu for VtdUnit<M, T> {
+impl<M: Mmio, T: TableFrames> Iommu for VtdUnit<M, T> {
     fn name(&self) -> &'static str {
         "VT-d"
     }
@@ -339,6 +330,14 @@ impl<M: Mmio + Send, T: TableFrames + Send> Iommu for VtdUnit<M, T> {
         self.command(GCMD_TE, GSTS_TES, "translation enable")?;
         self.enabled = true;
         Ok(())
+    }
+
+    fn set_fault_interrupt(&mut self, address: u64, data: u32) -> bool {
+        self.mmio.write32(REG_FEDATA, data);
+        self.mmio.write32(REG_FEADDR, address as u32);
+        self.mmio.write32(REG_FEUADDR, (address >> 32) as u32);
+        self.mmio.write32(REG_FECTL, 0);
+        true
     }
 
     fn flush_iotlb(&mut self) {

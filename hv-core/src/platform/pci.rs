@@ -563,6 +563,57 @@ pub fn assign(
     unusable
 }
 
+/// Programs `f`'s MSI capability with one vector (`address`, `data`) and
+/// enables it (DEV-5). False if it has no MSI capability.
+pub fn enable_msi(cfg: &dyn ConfigSpace, f: &PciFunction, address: u64, data: u16) -> bool {
+    let Some(cap) = f.msi_cap else {
+        return false;
+    };
+    let cap = u16::from(cap);
+    let control = cfg.read(f.bdf, cap + 2, Width::Word) as u16;
+    // Disabled while it changes; one vector (multiple message enable 0).
+    cfg.write(f.bdf, cap + 2, Width::Word, u32::from(control & !0x71));
+    cfg.write(f.bdf, cap + 4, Width::Dword, address as u32);
+    if f.msi_64bit {
+        cfg.write(f.bdf, cap + 8, Width::Dword, (address >> 32) as u32);
+        cfg.write(f.bdf, cap + 12, Width::Word, u32::from(data));
+    } else {
+        cfg.write(f.bdf, cap + 8, Width::Word, u32::from(data));
+    }
+    cfg.write(
+        f.bdf,
+        cap + 2,
+        Width::Word,
+        u32::from((control & !0x70) | 1),
+    );
+    true
+}
+
+/// Masks `f`'s MSI (clears its enable bit).
+pub fn disable_msi(cfg: &dyn ConfigSpace, f: &PciFunction) {
+    if let Some(cap) = f.msi_cap {
+        let cap = u16::from(cap);
+        let control = cfg.read(f.bdf, cap + 2, Width::Word) as u16;
+        cfg.write(f.bdf, cap + 2, Width::Word, u32::from(control & !1));
+    }
+}
+
+/// Sets the MSI-X enable bit (and clears the function mask) of `f`.
+pub fn enable_msix(cfg: &dyn ConfigSpace, f: &PciFunction) -> bool {
+    let Some(msix) = f.msix else {
+        return false;
+    };
+    let at = u16::from(msix.cap) + 2;
+    let control = cfg.read(f.bdf, at, Width::Word) as u16;
+    cfg.write(
+        f.bdf,
+        at,
+        Width::Word,
+        u32::from((control | 0x8000) & !0x4000),
+    );
+    true
+}
+
 /// Checks a configuration access's shape (DEV-3): width 1, 2 or 4, aligned,
 /// inside the 4 KiB space.
 pub fn check_access(offset: u16, size: u8) -> Result<Width, Errno> {
@@ -985,6 +1036,24 @@ pub(crate) mod tests {
         assert!(!io.permits(0xfee00));
         assert!(!io.permits(0x1000));
         assert!(!io.is_device_frame(0x1000));
+    }
+
+    #[test]
+    fn msi_and_msix_are_programmed() {
+        let c = q35_like();
+        let fs = enumerate(&c, 0, 0);
+        let nvme = &fs[2];
+        assert!(enable_msi(&c, nvme, 0xfee0_1000, 0x41));
+        assert_eq!(c.peek(nvme.bdf, 0x44), 0xfee0_1000);
+        assert_eq!(c.peek(nvme.bdf, 0x48), 0);
+        assert_eq!(c.read(nvme.bdf, 0x4c, Width::Word), 0x41);
+        assert_eq!(c.read(nvme.bdf, 0x42, Width::Word) & 0x71, 1);
+        disable_msi(&c, nvme);
+        assert_eq!(c.read(nvme.bdf, 0x42, Width::Word) & 1, 0);
+        assert!(!enable_msi(&c, &fs[1], 0, 0));
+        assert!(enable_msix(&c, &fs[1]));
+        assert_eq!(c.read(fs[1].bdf, 0x9a, Width::Word) & 0xc000, 0x8000);
+        assert!(!enable_msix(&c, nvme));
     }
 
     proptest! {
