@@ -32,6 +32,10 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         crate::iommu::live::fault_interrupt();
         return;
     }
+    if v >= 32 && crate::platform::irq::dispatch(v as u8) {
+        lapic::eoi();
+        return;
+    }
     if v >= 32 {
         lapic::eoi();
         log::warn!("unexpected interrupt vector {v}");

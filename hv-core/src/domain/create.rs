@@ -278,6 +278,8 @@ pub fn reap_dead_domains() {
             &mut crate::event::delivery::Notifier { table: &mut table },
         );
         domain.flush_console();
+        // Devices and their DMA go first (DEV-6, DEV-8).
+        crate::platform::live::domain_ended(domid);
         let mut grants = crate::grant::live::GRANTS.lock();
         let released = live::with_page_tables(|pt| {
             let (keep, freed) =
@@ -331,7 +333,13 @@ pub fn audit_frames(when: &str) {
     let Some(frames) = frames_guard.as_ref() else {
         return;
     };
-    match pagetable::audit(frames, &live::DirectTables, &baseptrs, &held) {
+    match pagetable::audit(
+        frames,
+        &live::DirectTables,
+        &baseptrs,
+        &held,
+        &live::AssignedDeviceFrames,
+    ) {
         Ok(n) => log::info!(
             "audit: ok ({n} frames checked, {} free) {when}",
             frames.free_count()

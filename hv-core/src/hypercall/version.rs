@@ -18,7 +18,8 @@ pub const FEATURES: Features = Features::HYPERCALL_PAGE
     .union(Features::M2P)
     .union(Features::EVTCHN)
     .union(Features::GRANT_TABLES)
-    .union(Features::TIME);
+    .union(Features::TIME)
+    .union(Features::PHYSDEV);
 
 #[inline]
 pub fn version(cmd: u64) -> Result<u64, Errno> {

@@ -10,7 +10,7 @@ use hypercall_abi::mm::pte;
 use hypercall_abi::PAGE_SIZE;
 
 use super::frame_table::{FrameTable, Mfn, Owner};
-use super::pagetable::{PageTables, TableMemory, ENTRIES};
+use super::pagetable::{DeviceFrames, PageTables, TableMemory, ENTRIES};
 use super::{mfn_to_virt, phys_to_virt};
 use crate::arch::cpu::{read_cr3, write_cr3, zero_page};
 
@@ -50,6 +50,16 @@ impl TableMemory for DirectTables {
     }
 }
 
+/// The device frames of the functions assigned to the driver domain
+/// (DEV-4); no other domain may map any.
+pub struct AssignedDeviceFrames;
+
+impl DeviceFrames for AssignedDeviceFrames {
+    fn permitted(&self, dom: hypercall_abi::DomId, mfn: Mfn) -> bool {
+        dom == hypercall_abi::DOMID_DRIVER && crate::platform::live::io_frame_permitted(mfn)
+    }
+}
+
 /// Flushes this CPU's TLB (all non-global entries).
 pub fn flush_tlb() {
     // SAFETY: reloading the current CR3 changes no mapping.
@@ -68,6 +78,7 @@ pub fn with_page_tables<R>(
         frames,
         mem: &mut mem,
         hv_l4,
+        io: &AssignedDeviceFrames,
     };
     Some(f(&mut pt))
 }

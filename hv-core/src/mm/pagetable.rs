@@ -71,12 +71,36 @@ pub const fn entry_mfn(entry: u64) -> Mfn {
     (entry & pte::ADDR_MASK) >> 12
 }
 
+/// Which machine frames are device (I/O) frames a domain may map (DEV-4).
+/// Such frames are never owned by a domain and carry no counts; an L1 entry
+/// naming one is always made uncached.
+pub trait DeviceFrames {
+    /// Whether `dom` may map device frame `mfn`.
+    fn permitted(&self, dom: DomId, mfn: Mfn) -> bool;
+}
+
+/// No device frames at all.
+pub struct NoDeviceFrames;
+
+impl DeviceFrames for NoDeviceFrames {
+    fn permitted(&self, _dom: DomId, _mfn: Mfn) -> bool {
+        false
+    }
+}
+
+/// An L1 entry for a device frame: PCD and PWT set, PAT clear (uncached).
+pub const fn uncached(entry: u64) -> u64 {
+    (entry | pte::PCD | pte::PWT) & !pte::PS_OR_PAT
+}
+
 /// The page-table engine for one operation: the frame table, table memory,
-/// and the hypervisor's L4 entries to install in every validated L4.
+/// the hypervisor's L4 entries to install in every validated L4, and the
+/// device frames domains may map.
 pub struct PageTables<'a, 'f, M: TableMemory> {
     pub frames: &'a mut FrameTable<'f>,
     pub mem: &'a mut M,
     pub hv_l4: &'a [(usize, u64)],
+    pub io: &'a dyn DeviceFrames,
 }
 
 impl<M: TableMemory> PageTables<'_, '_, M> {
@@ -192,6 +216,9 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             if !present(e) {
                 continue;
             }
+            if level == 1 && self.is_device_frame(dom, entry_mfn(e)) && e != uncached(e) {
+                self.mem.write_entry(mfn, index, uncached(e));
+            }
             if let Err(err) = self.get_entry(e, level, dom) {
                 for undo in (0..index).rev() {
                     if level == 4 && is_hv_l4_slot(undo) {
@@ -221,6 +248,10 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             return Err(MmError::Invalid);
         }
         let mfn = entry_mfn(entry);
+        if level == 1 && self.is_device_frame(dom, mfn) {
+            // No counts; the writer makes the entry uncached (DEV-4).
+            return Ok(());
+        }
         self.get_page(mfn, dom)?;
         let typed = if level == 1 {
             if entry & pte::RW != 0 {
@@ -238,12 +269,30 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
         Ok(())
     }
 
+    /// A device frame `dom` may map, and not RAM of any domain.
+    fn is_device_frame(&self, dom: DomId, mfn: Mfn) -> bool {
+        !self
+            .frames
+            .get(mfn)
+            .is_some_and(|f| matches!(f.owner, Owner::Domain(_)))
+            && self.io.permitted(dom, mfn)
+    }
+
     /// Releases what an entry of a level-`level` table held.
     pub fn put_entry(&mut self, entry: u64, level: u32) {
         if !present(entry) {
             return;
         }
         let mfn = entry_mfn(entry);
+        if level == 1
+            && !self
+                .frames
+                .get(mfn)
+                .is_some_and(|f| matches!(f.owner, Owner::Domain(_)))
+        {
+            // A device frame: it held nothing.
+            return;
+        }
         if level == 1 {
             if entry & pte::RW != 0 {
                 self.put_type(mfn);
@@ -281,9 +330,15 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             return Err(MmError::NotPermitted);
         }
         let new = if present(new) { new | pte::US } else { new };
+        let new = if level == 1 && present(new) && self.is_device_frame(dom, entry_mfn(new)) {
+            uncached(new)
+        } else {
+            new
+        };
         let old = self.mem.read_entry(table, index);
         if present(old)
             && self.frames.get(entry_mfn(old)).map(|f| f.owner) != Some(Owner::Domain(dom))
+            && !(level == 1 && self.is_device_frame(dom, entry_mfn(old)))
         {
             // A grant mapping: only unmap_grant_ref removes it (GNT-3).
             return Err(MmError::Busy);
@@ -379,6 +434,7 @@ pub fn audit<M: TableMemory>(
     mem: &M,
     baseptrs: &[Mfn],
     grant_maps: &[GrantMapRef],
+    io: &dyn DeviceFrames,
 ) -> Result<u64, AuditError> {
     use alloc::vec;
     let all = frames.frames();
@@ -437,6 +493,18 @@ pub fn audit<M: TableMemory>(
                 continue;
             }
             let target = entry_mfn(e) as usize;
+            let owned_by_a_domain = all
+                .get(target)
+                .is_some_and(|t| matches!(t.owner, Owner::Domain(_)));
+            if level == 1 && !owned_by_a_domain && io.permitted(dom, target as Mfn) {
+                if e != uncached(e) {
+                    return Err(AuditError {
+                        mfn: mfn as Mfn,
+                        what: "a device frame mapped cacheable",
+                    });
+                }
+                continue;
+            }
             let Some(t) = all.get(target) else {
                 return Err(AuditError {
                     mfn: mfn as Mfn,
@@ -576,6 +644,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         // Frame 5 is an L1 of domain 1 mapping frame 6 writable.
         pt.mem.tables[5][0] = l1e(6, true);
@@ -592,7 +661,69 @@ mod tests {
         assert!(pt.frames.tlb_stale);
         pt.pin(6, 1, 1).unwrap();
         assert_eq!(pt.mem.flushes, 1);
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
+    }
+
+    /// Device frames 4000..4004 for domain 1, and reserved frame 45 (inside
+    /// the frame table) too; domain 1's own RAM frame 7 is never one.
+    struct Bars;
+    impl DeviceFrames for Bars {
+        fn permitted(&self, dom: DomId, mfn: Mfn) -> bool {
+            dom == 1 && ((4000..4004).contains(&mfn) || mfn == 45 || mfn == 7)
+        }
+    }
+
+    #[test]
+    fn device_frames_map_uncached_without_counts() {
+        let mut storage = vec![FrameInfo::RESERVED; FRAMES];
+        let mut ft = table(&mut storage);
+        let mut sim = Sim::new();
+        let mut pt = PageTables {
+            frames: &mut ft,
+            mem: &mut sim,
+            hv_l4: &HV_L4,
+            io: &Bars,
+        };
+        pt.pin(5, 1, 1).unwrap();
+        let wb = l1e(4001, true) | pte::PS_OR_PAT;
+        pt.update_entry(5, 0, wb, 1).unwrap();
+        assert_eq!(pt.mem.tables[5][0], uncached(l1e(4001, true)));
+        pt.update_entry(5, 1, l1e(45, false), 1).unwrap();
+        assert_eq!(pt.frames.get(45).unwrap().ref_count, 0);
+        // RAM the domain owns stays RAM, with its counts and caching.
+        pt.update_entry(5, 2, l1e(7, true), 1).unwrap();
+        assert_eq!(pt.mem.tables[5][2], l1e(7, true));
+        assert_eq!(pt.frames.get(7).unwrap().ftype, FrameType::Writable);
+        // Domain 2 may map none of them; nor may any upper level.
+        pt.pin(25, 1, 2).unwrap();
+        assert_eq!(
+            pt.update_entry(25, 0, l1e(4001, true), 2),
+            Err(MmError::NotPermitted)
+        );
+        assert_eq!(
+            pt.update_entry(25, 0, l1e(4004, true), 2),
+            Err(MmError::NotPermitted)
+        );
+        pt.pin(6, 2, 1).unwrap();
+        assert_eq!(
+            pt.update_entry(6, 0, l1e(4001, false), 1),
+            Err(MmError::NotPermitted)
+        );
+        audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).unwrap();
+        // A cacheable device mapping (written behind the engine's back) is caught.
+        pt.mem.tables[5][3] = l1e(4002, true);
+        assert!(audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).is_err());
+        pt.mem.tables[5][3] = 0;
+        // Replacing and removing device mappings works.
+        pt.update_entry(5, 0, l1e(4003, false), 1).unwrap();
+        pt.update_entry(5, 0, 0, 1).unwrap();
+        pt.update_entry(5, 1, 0, 1).unwrap();
+        // Pinning a table that already holds device entries makes them uncached.
+        pt.mem.tables[8][0] = l1e(4000, true);
+        pt.pin(8, 1, 1).unwrap();
+        assert_eq!(pt.mem.tables[8][0], uncached(l1e(4000, true)));
+        pt.unpin(8, 1).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).unwrap();
     }
 
     #[test]
@@ -604,6 +735,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         pt.pin(5, 1, 1).unwrap();
         assert_eq!(
@@ -636,7 +768,7 @@ mod tests {
             pt.update_entry(5, 0, l1e(6, false) | (1 << 52), 1),
             Err(MmError::Invalid)
         );
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
     }
 
     #[test]
@@ -648,6 +780,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         // Whatever the guest wrote in hypervisor slots is replaced.
         pt.mem.tables[4][257] = (6 << 12) | pte::P | pte::RW;
@@ -684,7 +817,7 @@ mod tests {
             pt.update_entry(8, 0, (9 << 12) | pte::P | pte::RW | pte::PS_OR_PAT, 1),
             Err(MmError::Invalid)
         );
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
     }
 
     #[test]
@@ -701,6 +834,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         assert_eq!(pt.pin(5, 1, 1), Err(MmError::NotPermitted));
         for i in 10..20 {
@@ -713,7 +847,7 @@ mod tests {
         }
         assert_eq!(pt.frames.get(5).unwrap().type_count, 0);
         assert!(!pt.frames.get(5).unwrap().pinned);
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
     }
 
     #[derive(Clone, Debug)]
@@ -801,7 +935,7 @@ mod tests {
             let mut sim = Sim::new();
             let mut baseptr: [Option<Mfn>; 3] = [None; 3];
             for op in ops {
-                let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4 };
+                let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4, io: &NoDeviceFrames };
                 match op {
                     Op::Pin { dom, mfn, level } => { let _ = pt.pin(mfn as Mfn, level, dom); }
                     Op::Unpin { dom, mfn } => {
@@ -834,7 +968,7 @@ mod tests {
                     }
                 }
                 let bases: Vec<Mfn> = baseptr.iter().flatten().copied().collect();
-                let checked = audit(&ft, &sim, &bases, &[]);
+                let checked = audit(&ft, &sim, &bases, &[], &NoDeviceFrames);
                 prop_assert!(checked.is_ok(), "audit: {:?}", checked);
                 // (a) restated directly: no validated table is the target of a
                 // writable L1 entry of a validated L1.

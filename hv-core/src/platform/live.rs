@@ -493,3 +493,34 @@ fn build_driver_space(
     iommu.units = core::mem::take(units);
     Ok(())
 }
+
+/// A domain is being torn down (before its frames are freed): if it is the
+/// driver domain, its devices are blocked at the IOMMU and their interrupts
+/// masked, so no DMA or interrupt reaches memory it no longer owns.
+pub fn domain_ended(domid: hypercall_abi::DomId) {
+    super::irq::unbind_domain(domid);
+    if domid != DOMID_DRIVER {
+        return;
+    }
+    let mut iommu = IOMMU.lock();
+    let devices: Vec<Bdf> = driver_functions().map(|f| f.bdf).collect();
+    for unit in iommu.units.iter_mut() {
+        for &bdf in &devices {
+            unit.detach(bdf);
+        }
+        unit.flush_iotlb();
+    }
+    iommu.space = None;
+    if let Some(cfg) = config() {
+        for f in driver_functions() {
+            // No more bus mastering: the device cannot start new DMA.
+            let cmd = cfg.read(f.bdf, pci::REG_COMMAND, Width::Word);
+            cfg.write(
+                f.bdf,
+                pci::REG_COMMAND,
+                Width::Word,
+                cmd & !u32::from(pci::CMD_BUS_MASTER),
+            );
+        }
+    }
+}

@@ -5,6 +5,8 @@
 
 pub mod acpi;
 pub mod dmar;
+#[cfg(target_os = "none")]
+pub mod irq;
 pub mod ivrs;
 #[cfg(target_os = "none")]
 pub mod live;
