@@ -2,10 +2,12 @@
 //! DEV-8): register access through the direct map, table frames from the
 //! hypervisor heap, fault reporting.
 //!
-//! Lock order: `domain::DOMAINS` before [`IOMMU`] before the console.
+//! Lock order: `domain::DOMAINS`, `grant::live::GRANTS`, `mm::live::FRAMES`,
+//! then [`IOMMU`], then the console.
 //!
 //! # Invariants
 //! - The driver domain's space maps pfn `p` to `P2M[p]` for `p < ram_pages`,
+//!   writable unless that frame is one of its page tables (read-only then),
 //!   and the dfns of [`DriverSpace::grants`] to granted frames; nothing else.
 //! - After [`unmap_grant`] returns, no unit holds a cached translation of
 //!   that dfn (every unit's IOTLB was invalidated and the invalidation
@@ -177,6 +179,39 @@ impl IommuState {
         Ok(mfn)
     }
 
+    /// Changes whether `dfn` (mapped to `mfn`) is writable, and invalidates
+    /// every unit's IOTLB.
+    pub fn set_writable(&mut self, dfn: u64, mfn: u64, writable: bool) {
+        let Some(space) = self.space.as_ref() else {
+            return;
+        };
+        let mut mem = HeapFrames;
+        let done = match space.format {
+            Format::Vtd => space
+                .table
+                .unmap::<vtd::SecondLevel>(&mut mem, dfn)
+                .and_then(|_| {
+                    space
+                        .table
+                        .map::<vtd::SecondLevel>(&mut mem, dfn, mfn, writable)
+                }),
+            Format::AmdVi => space
+                .table
+                .unmap::<amdvi::IoPte>(&mut mem, dfn)
+                .and_then(|_| {
+                    space
+                        .table
+                        .map::<amdvi::IoPte>(&mut mem, dfn, mfn, writable)
+                }),
+        };
+        if let Err(e) = done {
+            log::error!("iommu: remapping dfn {dfn:#x}: {e:?}");
+        }
+        for unit in &mut self.units {
+            unit.flush_iotlb();
+        }
+    }
+
     /// Reads and reports every recorded fault (DEV-7).
     pub fn drain_faults(&mut self) {
         let mut seen = self.faults;
@@ -193,6 +228,19 @@ impl IommuState {
             });
         }
         self.faults = seen;
+    }
+}
+
+/// A frame of the driver domain (at `pfn`) became a page table or stopped
+/// being one: devices lose or regain write access to it (DEV-6).
+pub fn set_dma_writable(mfn: u64, pfn: Option<u64>, writable: bool) {
+    let mut iommu = IOMMU.lock();
+    let Some(space) = iommu.space.as_ref() else {
+        return;
+    };
+    match pfn {
+        Some(pfn) if pfn < space.ram_pages => iommu.set_writable(pfn, mfn, writable),
+        _ => {}
     }
 }
 

@@ -58,6 +58,12 @@ impl DeviceFrames for AssignedDeviceFrames {
     fn permitted(&self, dom: hypercall_abi::DomId, mfn: Mfn) -> bool {
         dom == hypercall_abi::DOMID_DRIVER && crate::platform::live::io_frame_permitted(mfn)
     }
+
+    fn page_table_type(&self, dom: hypercall_abi::DomId, mfn: Mfn, is_table: bool) {
+        if dom == hypercall_abi::DOMID_DRIVER {
+            crate::iommu::live::set_dma_writable(mfn, m2p(mfn), !is_table);
+        }
+    }
 }
 
 /// Flushes this CPU's TLB (all non-global entries).
@@ -137,6 +143,19 @@ pub fn init_m2p(frames: &mut FrameTable<'static>, boot_l4_phys: u64) -> u64 {
     };
     M2P_FRAMES.call_once(|| m2p);
     entries
+}
+
+/// `M2P[mfn]`, if the table has that entry.
+pub fn m2p(mfn: Mfn) -> Option<u64> {
+    let frames = M2P_FRAMES.get()?;
+    let &page = frames.get((mfn / ENTRIES as u64) as usize)?;
+    // SAFETY: an M2P frame of hv-core's, index below 512.
+    let value = unsafe {
+        core::ptr::read_volatile(
+            (mfn_to_virt(page) as *const u64).add((mfn % ENTRIES as u64) as usize),
+        )
+    };
+    (value != M2P_INVALID).then_some(value)
 }
 
 /// Sets `M2P[mfn] = value`.

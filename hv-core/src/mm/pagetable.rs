@@ -71,12 +71,19 @@ pub const fn entry_mfn(entry: u64) -> Mfn {
     (entry & pte::ADDR_MASK) >> 12
 }
 
-/// Which machine frames are device (I/O) frames a domain may map (DEV-4).
-/// Such frames are never owned by a domain and carry no counts; an L1 entry
-/// naming one is always made uncached.
+/// What devices may touch (DEV-4, DEV-6): which machine frames are device
+/// (I/O) frames a domain may map, and the DMA view of a domain's page
+/// tables. Device frames are never owned by a domain and carry no counts;
+/// an L1 entry naming one is always made uncached.
 pub trait DeviceFrames {
     /// Whether `dom` may map device frame `mfn`.
     fn permitted(&self, dom: DomId, mfn: Mfn) -> bool;
+
+    /// Frame `mfn` of `dom` becomes a page table (`true`, called before its
+    /// entries are validated) or stops being one (`false`): devices must not
+    /// be able to write a page table, so its DMA mapping loses (regains)
+    /// write access, with the IOTLB invalidated before this returns.
+    fn page_table_type(&self, _dom: DomId, _mfn: Mfn, _is_table: bool) {}
 }
 
 /// No device frames at all.
@@ -151,11 +158,13 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
                 self.mem.flush_tlbs();
                 self.frames.tlb_stale = false;
             }
+            self.io.page_table_type(dom, mfn, true);
             if let Err(e) = self.validate(mfn, level, dom) {
                 if let Some(f) = self.frames.frame_mut(mfn) {
                     f.type_count = 0;
                     f.ftype = FrameType::None;
                 }
+                self.io.page_table_type(dom, mfn, false);
                 return Err(e);
             }
         }
@@ -191,6 +200,9 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
                     continue;
                 }
                 self.put_entry(e, level);
+            }
+            if let Owner::Domain(dom) = owner {
+                self.io.page_table_type(dom, mfn, false);
             }
         }
     }
@@ -724,6 +736,46 @@ mod tests {
         assert_eq!(pt.mem.tables[8][0], uncached(l1e(4000, true)));
         pt.unpin(8, 1).unwrap();
         audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).unwrap();
+    }
+
+    /// Records page-table type changes.
+    #[derive(Default)]
+    struct Watch(core::cell::RefCell<Vec<(DomId, Mfn, bool)>>);
+    impl DeviceFrames for Watch {
+        fn permitted(&self, _dom: DomId, _mfn: Mfn) -> bool {
+            false
+        }
+        fn page_table_type(&self, dom: DomId, mfn: Mfn, is_table: bool) {
+            self.0.borrow_mut().push((dom, mfn, is_table));
+        }
+    }
+
+    #[test]
+    fn page_table_type_changes_are_announced() {
+        let mut storage = vec![FrameInfo::RESERVED; FRAMES];
+        let mut ft = table(&mut storage);
+        let mut sim = Sim::new();
+        let watch = Watch::default();
+        let mut pt = PageTables {
+            frames: &mut ft,
+            mem: &mut sim,
+            hv_l4: &HV_L4,
+            io: &watch,
+        };
+        // An L2 naming an L1: both become tables, the L2 first.
+        pt.mem.tables[6][0] = l1e(5, false);
+        pt.pin(6, 2, 1).unwrap();
+        assert_eq!(watch.0.borrow().as_slice(), [(1, 6, true), (1, 5, true)]);
+        pt.unpin(6, 1).unwrap();
+        assert_eq!(watch.0.borrow()[2..], [(1, 5, false), (1, 6, false)]);
+        // A failed validation takes the announcement back.
+        pt.mem.tables[7][0] = l1e(30, false);
+        assert!(pt.pin(7, 1, 1).is_err());
+        assert_eq!(watch.0.borrow()[4..], [(1, 7, true), (1, 7, false)]);
+        // Writable mappings are no page tables.
+        pt.pin(5, 1, 1).unwrap();
+        pt.update_entry(5, 0, l1e(8, true), 1).unwrap();
+        assert_eq!(watch.0.borrow().len(), 7);
     }
 
     #[test]

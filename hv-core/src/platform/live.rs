@@ -447,6 +447,16 @@ fn build_driver_space(
         };
         d0.p2m.clone()
     };
+    // Its page tables are never writable by DMA (DEV-6).
+    let writable: Vec<bool> = {
+        let frames = crate::mm::live::FRAMES.lock();
+        let Some(frames) = frames.as_ref() else {
+            return Err("no frame table".into());
+        };
+        p2m.iter()
+            .map(|&mfn| !frames.get(mfn).is_some_and(|f| f.ftype.is_page_table()))
+            .collect()
+    };
     let mut frames = HeapFrames;
     let table = IoPageTable::new(&mut frames, levels).ok_or("out of memory")?;
     let mut iommu = IOMMU.lock();
@@ -456,9 +466,9 @@ fn build_driver_space(
         ram_pages: p2m.len() as u64,
         grants: BTreeMap::new(),
     });
-    for (pfn, &mfn) in p2m.iter().enumerate() {
+    for (pfn, (&mfn, &w)) in p2m.iter().zip(&writable).enumerate() {
         iommu
-            .map(pfn as u64, mfn, true)
+            .map(pfn as u64, mfn, w)
             .map_err(|e| format!("mapping pfn {pfn:#x}: {e:?}"))?;
     }
     for f in functions.iter().filter(|f| f.owner == DeviceOwner::Driver) {
@@ -483,9 +493,10 @@ fn build_driver_space(
         }
     }
     log::info!(
-        "iommu: {} on: the driver domain's {} pages are its DMA space ({}-level tables), grants at pfn {:#x}..{:#x}",
+        "iommu: {} on: the driver domain's {} pages are its DMA space ({} of them page tables, read-only; {}-level tables), grants at pfn {:#x}..{:#x}",
         units.first().map_or("?", |u| u.name()),
         p2m.len(),
+        writable.iter().filter(|&&w| !w).count(),
         levels,
         grant_window(p2m.len() as u64).0,
         grant_window(p2m.len() as u64).1
