@@ -75,6 +75,9 @@ macro_rules! dd_devices {
     };
 }
 const DD_DEVICES_VTD: [&str; 14] = dd_devices!("intel-iommu");
+/// The same devices without an IOMMU (the first pair of arguments repeats a
+/// harmless `-device`: QEMU's default VGA, as on the IOMMU machines).
+const DD_DEVICES_NO_IOMMU: [&str; 14] = dd_devices!("VGA");
 const DD_DEVICES_AMDVI: [&str; 14] = dd_devices!("amd-iommu");
 
 /// A `hello` module with these parameters.
@@ -636,6 +639,48 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) dd: device self-tests passed"),
             Expect::Absent("FAILED"),
             Expect::Absent("DMA fault"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-no-iommu",
+        about: "Devices but no IOMMU and no iommu=off: hv-core says so and assigns nothing; domain 0 still runs",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[DRIVER],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_NO_IOMMU,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) warning: iommu: no DMAR or IVRS table: no device is assigned"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042 class 01.00.00 owner -"),
+            Expect::Line("(hv) pci: 00:04.0 1b36:0010 class 01.08.02 owner -"),
+            Expect::Line("(hv) pci: 00:00.0 8086:29c0 class 06.00.00 owner hv"),
+            Expect::Absent("owner d0"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-iommu-off",
+        about: "iommu=off given explicitly: devices are assigned without DMA protection, with a warning; domain 0 drives them with machine addresses",
+        kind: Kind::Test,
+        hv_cmdline: "loglvl=info audit=1 iommu=off",
+        modules: &[DRIVER_DD],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_NO_IOMMU,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) warning: iommu: off (iommu=off): the driver domain's devices can DMA anywhere"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042 class 01.00.00 owner d0"),
+            Expect::Line("(d0) dd: device self-tests passed"),
             Expect::Absent("(hv) PANIC"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
         ],
