@@ -66,6 +66,36 @@ impl DeviceFrames for AssignedDeviceFrames {
     }
 }
 
+/// Makes the direct map of `[start, end)` (device memory below 4 GiB, such
+/// as an ECAM window) uncached: sets PCD and PWT in the 2 MiB entries that
+/// cover it, then flushes the TLB. The range must hold no RAM.
+pub fn make_direct_map_uncached(start: u64, end: u64) {
+    use hypercall_abi::mm::pte::{PCD, PS_OR_PAT, PWT};
+    let l4 = phys_to_virt(crate::arch::boot::boot_pml4_phys()) as *const u64;
+    let slot = ((super::DIRECT_MAP_BASE >> 39) & 0x1ff) as usize;
+    // SAFETY: the boot L4 is a page of 512 entries; the direct map's slot
+    // holds a PDPT built at boot.
+    let l4e = unsafe { core::ptr::read_volatile(l4.add(slot)) };
+    let pdpt = phys_to_virt(l4e & 0x000f_ffff_ffff_f000) as *const u64;
+    let mut pa = start & !((2 << 20) - 1);
+    while pa < end.min(super::DIRECT_MAP_SIZE) {
+        // SAFETY: index < 4 (the direct map covers 4 GiB with 1 GiB entries).
+        let pdpte = unsafe { core::ptr::read_volatile(pdpt.add((pa >> 30) as usize & 3)) };
+        let pd = phys_to_virt(pdpte & 0x000f_ffff_ffff_f000) as *mut u64;
+        let i = ((pa >> 21) & 0x1ff) as usize;
+        // SAFETY: a 2 MiB entry (PS) of the boot page directory, index < 512;
+        // only its caching bits change.
+        unsafe {
+            let e = core::ptr::read_volatile(pd.add(i));
+            if e & PS_OR_PAT != 0 {
+                core::ptr::write_volatile(pd.add(i), e | PCD | PWT);
+            }
+        }
+        pa += 2 << 20;
+    }
+    flush_tlb();
+}
+
 /// Flushes this CPU's TLB (all non-global entries).
 pub fn flush_tlb() {
     // SAFETY: reloading the current CR3 changes no mapping.

@@ -362,7 +362,10 @@ pub fn init(iommu_off: bool, policy: &Dom0Pci) {
         return;
     };
     let w = cfg.window;
-    hv_regions.push((w.base, w.base + ((u64::from(w.bus_end) + 1) << 20)));
+    let ecam_end = w.base + ((u64::from(w.bus_end) + 1) << 20);
+    hv_regions.push((w.base, ecam_end));
+    // Configuration space is device memory: never cached.
+    crate::mm::live::make_direct_map_uncached(w.base, ecam_end);
     let mut functions = pci::enumerate(&cfg, w.bus_start, w.bus_end);
     log::info!(
         "pci: ECAM at {:#x}, buses {}-{}: {} function(s)",
