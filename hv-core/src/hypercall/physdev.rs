@@ -12,7 +12,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use crate::domain::DOMAINS;
 use crate::grant::live::GRANTS;
 use crate::guest_memory::{read_obj, write_obj};
-use crate::iommu::live::{grant_window, IOMMU};
+use crate::iommu::live::IOMMU;
 use crate::iommu::page_table::MapError;
 use crate::platform::live::{config, driver_function, driver_functions};
 use crate::platform::pci::{self, Bdf, ConfigSpace, Width};
@@ -73,11 +73,7 @@ pub fn physdev_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
             let mut iommu = IOMMU.lock();
             iommu.drain_faults();
             let ram_pages = iommu.space.as_ref().map_or(0, |s| s.ram_pages);
-            let (start, end) = if iommu.space.is_some() {
-                grant_window(ram_pages)
-            } else {
-                (0, 0)
-            };
+            let (start, end) = iommu.space.as_ref().map_or((0, 0), |s| s.grants.window());
             let info = PhysdevIommuInfo {
                 mode: iommu.mode(),
                 units: iommu.units.len() as u32,
@@ -124,13 +120,7 @@ fn map_grant(dom: DomId, g: &PhysdevIommuGrant) -> Result<(), Errno> {
     let Some(space) = iommu.space.as_ref() else {
         return Ok(()); // iommu=off: DMA uses machine addresses.
     };
-    let (start, end) = grant_window(space.ram_pages);
-    if !(start..end).contains(&g.dev_pfn) {
-        return Err(Errno::EINVAL);
-    }
-    if space.grants.values().any(|&h| h == g.handle) {
-        return Err(Errno::EBUSY);
-    }
+    space.grants.check(g.handle, g.dev_pfn)?;
     let writable = m.writable && g.flags & PHYSDEV_IOMMU_READONLY == 0;
     iommu.map(g.dev_pfn, m.mfn, writable).map_err(|e| match e {
         MapError::Busy => Errno::EBUSY,
@@ -138,7 +128,7 @@ fn map_grant(dom: DomId, g: &PhysdevIommuGrant) -> Result<(), Errno> {
         MapError::OutOfRange | MapError::NotMapped => Errno::EINVAL,
     })?;
     if let Some(space) = iommu.space.as_mut() {
-        space.grants.insert(g.dev_pfn, g.handle);
+        space.grants.insert(g.handle, g.dev_pfn);
     }
     Ok(())
 }
@@ -150,20 +140,20 @@ fn unmap_grant(dom: DomId, g: &PhysdevIommuGrant) -> Result<(), Errno> {
     let Some(space) = iommu.space.as_ref() else {
         return Ok(());
     };
-    if space.grants.get(&g.dev_pfn) != Some(&g.handle) || dom != hypercall_abi::DOMID_DRIVER {
+    if space.grants.dfn_of(g.handle) != Some(g.dev_pfn) || dom != hypercall_abi::DOMID_DRIVER {
         return Err(Errno::EINVAL);
     }
-    remove_grant_dfn(&mut iommu, g.dev_pfn);
+    remove_grant_dfn(&mut iommu, g.handle, g.dev_pfn);
     Ok(())
 }
 
-fn remove_grant_dfn(iommu: &mut crate::iommu::live::IommuState, dfn: u64) {
+fn remove_grant_dfn(iommu: &mut crate::iommu::live::IommuState, handle: u32, dfn: u64) {
     // Unmapping flushes every unit's IOTLB before it returns.
     if let Err(e) = iommu.unmap(dfn) {
         log::error!("iommu: grant dfn {dfn:#x} was not mapped: {e:?}");
     }
     if let Some(space) = iommu.space.as_mut() {
-        space.grants.remove(&dfn);
+        let _ = space.grants.remove(handle, dfn);
     }
 }
 
@@ -175,13 +165,8 @@ pub fn grant_unmapping(mapper: DomId, handle: u32) {
         return;
     }
     let mut iommu = IOMMU.lock();
-    let Some(dfn) = iommu.space.as_ref().and_then(|s| {
-        s.grants
-            .iter()
-            .find(|(_, &h)| h == handle)
-            .map(|(&dfn, _)| dfn)
-    }) else {
+    let Some(dfn) = iommu.space.as_ref().and_then(|s| s.grants.dfn_of(handle)) else {
         return;
     };
-    remove_grant_dfn(&mut iommu, dfn);
+    remove_grant_dfn(&mut iommu, handle, dfn);
 }

@@ -8,17 +8,18 @@
 //! # Invariants
 //! - The driver domain's space maps pfn `p` to `P2M[p]` for `p < ram_pages`,
 //!   writable unless that frame is one of its page tables (read-only then),
-//!   and the dfns of [`DriverSpace::grants`] to granted frames; nothing else.
+//!   and the dfns placed in [`DriverSpace::grants`] to granted frames;
+//!   nothing else.
 //! - After [`unmap_grant`] returns, no unit holds a cached translation of
 //!   that dfn (every unit's IOTLB was invalidated and the invalidation
 //!   completed).
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use hypercall_abi::physdev::{PHYSDEV_IOMMU_AMDVI, PHYSDEV_IOMMU_OFF, PHYSDEV_IOMMU_VTD};
 
+use super::grant_window::GrantPlacements;
 use super::page_table::{IoPageTable, MapError, TableFrames};
 use super::{amdvi, vtd, DmaFault, Iommu, Mmio};
 use crate::mm::{phys_to_virt, DIRECT_MAP_BASE, DIRECT_MAP_SIZE};
@@ -111,19 +112,9 @@ pub struct DriverSpace {
     pub format: Format,
     /// pfns `0..ram_pages` map its memory.
     pub ram_pages: u64,
-    /// dfn → grant-mapping handle placed there (DEV-8).
-    pub grants: BTreeMap<u64, u32>,
+    /// Grant frames placed in the space (DEV-8).
+    pub grants: GrantPlacements,
 }
-
-/// First dfn of the grant window (DEV-8): right after the driver domain's
-/// memory, rounded up to 2 MiB.
-pub fn grant_window(ram_pages: u64) -> (u64, u64) {
-    let start = ram_pages.div_ceil(512) * 512;
-    (start, start + GRANT_WINDOW_PAGES)
-}
-
-/// Pages in the grant window.
-pub const GRANT_WINDOW_PAGES: u64 = 64 * 1024;
 /// Faults logged one by one; beyond, only counted (and summarised).
 const FAULTS_LOGGED: u64 = 100;
 

@@ -5,6 +5,7 @@
 //! narrow [`Mmio`] trait.
 
 pub mod amdvi;
+pub mod grant_window;
 #[cfg(target_os = "none")]
 pub mod live;
 pub mod page_table;

@@ -4,7 +4,6 @@
 //! frames are I/O frames) (DEV-1, DEV-2, DEV-4, DEV-9).
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -19,9 +18,8 @@ use super::{dmar, ivrs};
 use crate::boot::multiboot::PhysMemory;
 use crate::domain::DOMAINS;
 use crate::iommu::amdvi::AmdViUnit;
-use crate::iommu::live::{
-    grant_window, DirectMmio, DriverSpace, Format, HeapFrames, FAULT_VECTOR, IOMMU,
-};
+use crate::iommu::grant_window::{window as grant_window, GrantPlacements};
+use crate::iommu::live::{DirectMmio, DriverSpace, Format, HeapFrames, FAULT_VECTOR, IOMMU};
 use crate::iommu::page_table::IoPageTable;
 use crate::iommu::vtd::VtdUnit;
 use crate::iommu::Iommu;
@@ -467,7 +465,7 @@ fn build_driver_space(
         table,
         format,
         ram_pages: p2m.len() as u64,
-        grants: BTreeMap::new(),
+        grants: GrantPlacements::new(p2m.len() as u64),
     });
     for (pfn, (&mfn, &w)) in p2m.iter().zip(&writable).enumerate() {
         iommu
