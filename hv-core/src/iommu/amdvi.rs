@@ -6,9 +6,8 @@
 //! host-tested against a register model that executes commands.
 //!
 //! # Invariants
-//! - Every device-table entry is valid from the start: translation
-//!   disabled with no read or write permission (all DMA blocked), except
-//!   the entries of attached devices.
+//! - Every device-table entry is valid from the start and blocks all DMA
+//!   ([`blocked_dte`]), except the entries of attached devices.
 //! - Every command is followed by a COMPLETION_WAIT whose store is observed
 //!   before the driver returns: an invalidation is complete on return.
 
@@ -69,8 +68,13 @@ impl EntryFormat for IoPte {
     }
 }
 
-/// The first quadword of a blocking device-table entry.
-pub const DTE_BLOCKED: u64 = DTE_V | DTE_TV;
+/// The first quadword of a blocking device-table entry: translation on
+/// (4 levels) through `empty_root`, a table with no entry, and neither read
+/// nor write permission, so every DMA fails its permission check and is
+/// reported (an entry with translation off would block silently).
+pub fn blocked_dte(empty_root: u64) -> u64 {
+    DTE_V | DTE_TV | (4 << 9) | (empty_root & ADDRESS_MASK)
+}
 
 /// The first two quadwords of a translating device-table entry.
 pub fn dte(root: u64, levels: u8, domain: u16) -> (u64, u64) {
@@ -145,6 +149,8 @@ pub struct AmdViUnit<M: Mmio, T: TableFrames> {
     base: u64,
     levels: u8,
     device_table: u64,
+    /// An empty top-level table for blocked devices.
+    empty_root: u64,
     /// Entries in the device table.
     device_ids: u64,
     cmd_buf: u64,
@@ -165,8 +171,9 @@ impl<M: Mmio, T: TableFrames> AmdViUnit<M, T> {
         let device_table = mem
             .alloc_contiguous(pages as usize)
             .ok_or(IommuError::NoMemory)?;
+        let empty_root = mem.alloc_zeroed().ok_or(IommuError::NoMemory)?;
         for id in 0..pages * DTE_PER_PAGE {
-            mem.write(device_table, id * 4, DTE_BLOCKED);
+            mem.write(device_table, id * 4, blocked_dte(empty_root));
         }
         let cmd_buf = mem.alloc_zeroed().ok_or(IommuError::NoMemory)?;
         let evt_log = mem.alloc_zeroed().ok_or(IommuError::NoMemory)?;
@@ -177,6 +184,7 @@ impl<M: Mmio, T: TableFrames> AmdViUnit<M, T> {
             base,
             levels: 4,
             device_table,
+            empty_root,
             device_ids: pages * DTE_PER_PAGE,
             cmd_buf,
             cmd_tail: 0,
@@ -272,7 +280,8 @@ impl<M: Mmio, T: TableFrames> Iommu for AmdViUnit<M, T> {
         if id >= self.device_ids {
             return;
         }
-        self.mem.write(self.device_table, id * 4, DTE_BLOCKED);
+        self.mem
+            .write(self.device_table, id * 4, blocked_dte(self.empty_root));
         self.mem.write(self.device_table, id * 4 + 1, 0);
         if let Err(e) = self.flush_device(device.rid()) {
             log::error!("iommu: AMD-Vi at {:#x}: {e}", self.base);
@@ -321,22 +330,31 @@ impl<M: Mmio, T: TableFrames> Iommu for AmdViUnit<M, T> {
     }
 
     fn drain_faults(&mut self, report: &mut dyn FnMut(DmaFault)) {
+        // Entries from the head up to the first empty one: consumed entries
+        // are zeroed, so this works whether or not the unit keeps its tail
+        // register up to date (QEMU 7.2 does not).
         let mut head = self.mmio.read64(REG_EVT_HEAD) % RING_BYTES;
-        let tail = self.mmio.read64(REG_EVT_TAIL) % RING_BYTES;
-        let mut budget = RING_BYTES / 16;
-        while head != tail && budget > 0 {
-            budget -= 1;
+        for _ in 0..RING_BYTES / 16 {
             let lo = self.mem.read(self.evt_log, head / 8);
             let hi = self.mem.read(self.evt_log, head / 8 + 1);
-            let e = [lo as u32, (lo >> 32) as u32, hi as u32, (hi >> 32) as u32];
-            if let Some(fault) = decode_event(e) {
-                report(fault);
-            } else {
-                log::warn!(
-                    "iommu: AMD-Vi event {}: {} ({e:08x?})",
-                    e[1] >> 28,
-                    event_reason((e[1] >> 28) as u8)
-                );
+            if lo == 0 && hi == 0 {
+                // Empty: nothing more, or an entry not written yet (it will
+                // be read at the next interrupt).
+                break;
+            }
+            {
+                let e = [lo as u32, (lo >> 32) as u32, hi as u32, (hi >> 32) as u32];
+                if let Some(fault) = decode_event(e) {
+                    report(fault);
+                } else {
+                    log::warn!(
+                        "iommu: AMD-Vi event {}: {} ({e:08x?})",
+                        e[1] >> 28,
+                        event_reason((e[1] >> 28) as u8)
+                    );
+                }
+                self.mem.write(self.evt_log, head / 8, 0);
+                self.mem.write(self.evt_log, head / 8 + 1, 0);
             }
             head = (head + 16) % RING_BYTES;
         }
@@ -433,9 +451,15 @@ mod tests {
     fn every_device_starts_blocked_and_attach_translates() {
         let mut u = unit();
         assert_eq!(u.device_ids, 256);
+        let blocked = blocked_dte(u.empty_root);
+        assert_eq!(blocked & (PTE_IR | PTE_IW), 0);
+        assert_eq!(blocked & 3, 3);
         for id in [0u16, 0x18, 0xff] {
-            assert_eq!(u.dte_of(id), Some((DTE_BLOCKED, 0)));
+            assert_eq!(u.dte_of(id), Some((blocked, 0)));
         }
+        assert!(u.mem.0.borrow().frames[&u.empty_root]
+            .iter()
+            .all(|&e| e == 0));
         assert_eq!(u.dte_of(256), None);
         u.enable().unwrap();
         let control = u.mmio.read64(REG_CONTROL);
@@ -462,7 +486,7 @@ mod tests {
             .collect();
         assert_eq!(last, [1, 3, 2]);
         u.detach(Bdf::new(0, 3, 0));
-        assert_eq!(u.dte_of(0x18), Some((DTE_BLOCKED, 0)));
+        assert_eq!(u.dte_of(0x18), Some((blocked, 0)));
         assert_eq!(
             u.attach(Bdf::new(1, 0, 0), 0x5000, 4),
             Err(IommuError::Unsupported("device id beyond the device table"))
@@ -498,6 +522,25 @@ mod tests {
         u.drain_faults(&mut |_| again += 1);
         assert_eq!(again, 0);
         assert_eq!(decode_event([0, 5 << 28, 0, 0]), None);
+        // A unit that writes entries but leaves its tail register behind.
+        for (i, dev) in [(1u64, 0x28u32), (2, 0x29)] {
+            u.mem.write(
+                u.evt_log,
+                2 * i,
+                u64::from(dev) | (u64::from(2u32 << 28) << 32),
+            );
+            u.mem.write(u.evt_log, 2 * i + 1, 0x1000 * i);
+        }
+        let mut late = Vec::new();
+        u.drain_faults(&mut |f| late.push((f.source, f.write, f.address)));
+        assert_eq!(
+            late,
+            [
+                (Bdf::new(0, 5, 0), false, 0x1000),
+                (Bdf::new(0, 5, 1), false, 0x2000)
+            ]
+        );
+        assert_eq!(u.mmio.read64(REG_EVT_HEAD), 48);
     }
 
     #[test]
