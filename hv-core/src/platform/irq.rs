@@ -3,8 +3,9 @@
 //! address and one of hv-core's vectors, and every interrupt on that vector
 //! sets the bound event-channel port pending.
 //!
-//! Lock order: [`IRQS`] alone, then (separately) `domain::DOMAINS` before
-//! `event::delivery::EVENTS`.
+//! Lock order: [`IRQS`] before `event::delivery::EVENTS`; `domain::DOMAINS`
+//! is never taken while [`IRQS`] is held (an interrupt takes the binding,
+//! drops the lock, then takes `DOMAINS` and `EVENTS`).
 
 use hypercall_abi::evtchn::Port;
 use hypercall_abi::physdev::{PhysdevBindMsi, PHYSDEV_IRQ_MSI, PHYSDEV_IRQ_MSIX};
@@ -12,32 +13,12 @@ use hypercall_abi::{DomId, Errno};
 
 use super::live::{config, driver_function, msi_address};
 use super::pci::{self, Bdf, PciFunction};
+use super::vectors::{Binding, Source, VectorTable};
 use crate::domain::DOMAINS;
 use crate::event::delivery::{Notifier, EVENTS};
 use crate::mm::{phys_to_virt, DIRECT_MAP_SIZE};
 
-/// The vectors device interrupts may use.
-pub const FIRST_DEVICE_VECTOR: u8 = 0x40;
-pub const LAST_DEVICE_VECTOR: u8 = 0xef;
-const VECTORS: usize = (LAST_DEVICE_VECTOR - FIRST_DEVICE_VECTOR) as usize + 1;
-
-/// What a bound vector is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Binding {
-    dom: DomId,
-    port: Port,
-    device: Bdf,
-    /// `None` for MSI, the table entry for MSI-X.
-    msix_entry: Option<u16>,
-}
-
-static IRQS: spin::Mutex<[Option<Binding>; VECTORS]> = spin::Mutex::new([None; VECTORS]);
-
-fn slot(vector: u8) -> Option<usize> {
-    (FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR)
-        .contains(&vector)
-        .then(|| usize::from(vector - FIRST_DEVICE_VECTOR))
-}
+static IRQS: spin::Mutex<VectorTable> = spin::Mutex::new(VectorTable::new());
 
 /// The direct-map address of MSI-X table entry `entry` of `f`, if the table
 /// lies in the direct map.
@@ -82,16 +63,12 @@ pub fn bind_msi(dom: DomId, req: &PhysdevBindMsi) -> Result<Port, Errno> {
             return Err(Errno::EINVAL);
         }
     }
+    let source = Source {
+        device: bdf,
+        msix_entry,
+    };
     let mut irqs = IRQS.lock();
-    if irqs
-        .iter()
-        .flatten()
-        .any(|b| b.device == bdf && b.msix_entry == msix_entry)
-    {
-        return Err(Errno::EBUSY);
-    }
-    let free = irqs.iter().position(Option::is_none).ok_or(Errno::ENOSPC)?;
-    let vector = FIRST_DEVICE_VECTOR + free as u8;
+    let vector = irqs.reserve(source)?;
     let port = EVENTS.lock().bind_pirq(dom, u32::from(vector), req.vcpu)?;
     let address = msi_address();
     match msix_entry {
@@ -108,14 +85,7 @@ pub fn bind_msi(dom: DomId, req: &PhysdevBindMsi) -> Result<Port, Errno> {
             pci::enable_msix(cfg, f);
         }
     }
-    if let Some(s) = irqs.get_mut(free) {
-        *s = Some(Binding {
-            dom,
-            port,
-            device: bdf,
-            msix_entry,
-        });
-    }
+    irqs.bind(vector, Binding { source, dom, port });
     log::debug!(
         "irq: d{dom} port {port}: {bdf} {} -> vector {vector:#x}",
         msix_entry.map_or("MSI".into(), |e| alloc::format!("MSI-X {e}"))
@@ -125,16 +95,16 @@ pub fn bind_msi(dom: DomId, req: &PhysdevBindMsi) -> Result<Port, Errno> {
 
 /// Frees `vector` after its port was closed: masks the source.
 pub fn unbind(vector: u32) {
-    let Some(i) = u8::try_from(vector).ok().and_then(slot) else {
+    let Some(b) = u8::try_from(vector)
+        .ok()
+        .and_then(|v| IRQS.lock().unbind(v))
+    else {
         return;
     };
-    let Some(b) = IRQS.lock().get_mut(i).and_then(Option::take) else {
+    let Some(f) = driver_function(b.source.device) else {
         return;
     };
-    let Some(f) = driver_function(b.device) else {
-        return;
-    };
-    match b.msix_entry {
+    match b.source.msix_entry {
         None => {
             if let Some(cfg) = config() {
                 pci::disable_msi(cfg, f);
@@ -150,25 +120,19 @@ pub fn unbind(vector: u32) {
 
 /// Masks and frees every vector bound for `dom` (it is ending).
 pub fn unbind_domain(dom: DomId) {
-    let vectors: heapless::Vec<u32, VECTORS> = IRQS
-        .lock()
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.is_some_and(|b| b.dom == dom))
-        .map(|(i, _)| u32::from(FIRST_DEVICE_VECTOR) + i as u32)
-        .collect();
+    let vectors = IRQS.lock().vectors_of(dom);
     for v in vectors {
-        unbind(v);
+        unbind(u32::from(v));
     }
 }
 
 /// An interrupt on `vector`: true if it is a device vector (EOI is the
 /// caller's); sets the bound port pending.
 pub fn dispatch(vector: u8) -> bool {
-    let Some(i) = slot(vector) else {
+    if !VectorTable::is_device_vector(vector) {
         return false;
-    };
-    let Some(b) = IRQS.lock().get(i).copied().flatten() else {
+    }
+    let Some(b) = IRQS.lock().get(vector) else {
         return true;
     };
     let mut table = DOMAINS.lock();

@@ -11,3 +11,4 @@ pub mod ivrs;
 #[cfg(target_os = "none")]
 pub mod live;
 pub mod pci;
+pub mod vectors;
