@@ -117,6 +117,9 @@ pub fn msi_address() -> u64 {
 /// What hv-core found and decided at boot; fixed afterwards.
 pub struct Platform {
     pub functions: Vec<PciFunction>,
+    /// For each function an IOMMU translates: the unit (index in
+    /// `iommu::live::IOMMU`) and the requester ID the unit sees.
+    pub routes: Vec<(Bdf, usize, Bdf)>,
     pub ecam: Option<Ecam>,
     pub io_frames: IoFrames,
 }
@@ -265,7 +268,22 @@ fn amdvi_units(
 ) -> Result<Remapping, String> {
     let raw = acpi::find_table(mem, tables, b"IVRS").map_err(|e| e.to_string())?;
     let ivrs = ivrs::parse_ivrs(&raw).map_err(|e| e.to_string())?;
-    let max_rid = functions.iter().map(|f| f.bdf.rid()).max().unwrap_or(0);
+    // The device table covers every requester the units may see: enumerated
+    // functions and every ID the IVRS names (an ID past the table would be
+    // read from whatever memory follows it).
+    let named = ivrs.units.iter().flat_map(|u| {
+        let all = if u.all { Some(u16::MAX) } else { None };
+        u.ranges
+            .iter()
+            .map(|r| r.last.max(r.alias.unwrap_or(0)))
+            .chain(all)
+    });
+    let max_rid = functions
+        .iter()
+        .map(|f| f.bdf.rid())
+        .chain(named)
+        .max()
+        .unwrap_or(0);
     let mut units: Vec<Box<dyn Iommu + Send>> = Vec::new();
     for u in &ivrs.units {
         let mmio = DirectMmio::new(u.base, 0x4000).ok_or_else(|| {
@@ -426,6 +444,7 @@ pub fn init(iommu_off: bool, policy: &Dom0Pci) {
     let io_frames = IoFrames::build(&functions, &hv_regions);
     PLATFORM.call_once(|| Platform {
         functions,
+        routes,
         ecam: Some(cfg),
         io_frames,
     });
@@ -515,11 +534,19 @@ pub fn domain_ended(domid: hypercall_abi::DomId) {
         return;
     }
     let mut iommu = IOMMU.lock();
-    let devices: Vec<Bdf> = driver_functions().map(|f| f.bdf).collect();
-    for unit in iommu.units.iter_mut() {
-        for &bdf in &devices {
-            unit.detach(bdf);
+    let routes: Vec<(usize, Bdf)> = PLATFORM.get().map_or(Vec::new(), |p| {
+        p.routes
+            .iter()
+            .filter(|r| driver_function(r.0).is_some())
+            .map(|r| (r.1, r.2))
+            .collect()
+    });
+    for (unit, requester) in routes {
+        if let Some(u) = iommu.units.get_mut(unit) {
+            u.detach(requester);
         }
+    }
+    for unit in iommu.units.iter_mut() {
         unit.flush_iotlb();
     }
     iommu.space = None;
