@@ -557,6 +557,16 @@ mod tests {
         assert!(!m.args().contains(&"-initrd".to_owned()));
     }
 
+    #[test]
+    fn scenario_devices_come_last() {
+        let mut m = machine(Accel::Tcg, false);
+        m.extra_args = vec!["-device".into(), "intel-iommu".into()];
+        let args = m.args();
+        assert_eq!(args[args.len() - 2..], ["-device", "intel-iommu"]);
+        let initrd = args.iter().position(|a| a == "-initrd").expect("initrd");
+        assert!(initrd < args.len() - 2);
+    }
+
     /// A flat multiboot (a.out kludge) kernel loaded at 1 MiB that writes `text` to
     /// COM1 and then `exit` to the debug-exit port, or spins if `exit` is `None`.
     fn tiny_kernel(text: &str, exit: Option<u32>) -> Vec<u8> {
