@@ -382,13 +382,15 @@ pub fn init(iommu_off: bool, policy: &Dom0Pci) {
     hv_regions.push((w.base, ecam_end));
     // Configuration space is device memory: never cached.
     crate::mm::live::make_direct_map_uncached(w.base, ecam_end);
+    let scan_start = crate::time::clock::now_ns();
     let mut functions = pci::enumerate(&cfg, w.bus_start, w.bus_end);
     log::info!(
-        "pci: ECAM at {:#x}, buses {}-{}: {} function(s)",
+        "pci: ECAM at {:#x}, buses {}-{}: {} function(s), scanned in {} us",
         w.base,
         w.bus_start,
         w.bus_end,
-        functions.len()
+        functions.len(),
+        (crate::time::clock::now_ns() - scan_start) / 1000
     );
 
     let remapping = if iommu_off {
@@ -428,6 +430,7 @@ pub fn init(iommu_off: bool, policy: &Dom0Pci) {
     }
 
     // The driver domain's DMA space.
+    let space_start = crate::time::clock::now_ns();
     if let Some(format) = format {
         if let Err(why) = build_driver_space(&mut units, format, &routes, &functions, Some(&cfg)) {
             log::error!("iommu: {why}: no device is assigned");
@@ -437,6 +440,12 @@ pub fn init(iommu_off: bool, policy: &Dom0Pci) {
                 }
             }
         }
+    }
+    if format.is_some() {
+        log::info!(
+            "iommu: DMA space built and translation enabled in {} us",
+            (crate::time::clock::now_ns() - space_start) / 1000
+        );
     }
     for f in &functions {
         log::info!("pci: {}", describe(f));
