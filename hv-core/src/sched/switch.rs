@@ -357,7 +357,11 @@ fn schedule(leaving: Leaving) -> bool {
     //    the idle context, which reaps its domain before running anyone.
     let mut next = None;
     if leaving != Leaving::Dead {
-        let avoid = if leaving == Leaving::Yielded { prev } else { None };
+        let avoid = if leaving == Leaving::Yielded {
+            prev
+        } else {
+            None
+        };
         next = pick_local(&mut table, me_index, now, avoid);
         if next.is_none() {
             next = steal(&mut table, me_index, now);
