@@ -3,6 +3,13 @@
 //! copied in once, validated, used, and written back.
 //!
 //! Lock order: `grant::live::GRANTS` before `iommu::live::IOMMU`.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use hypercall_abi::physdev::*;
 use hypercall_abi::start_info::Capabilities;
