@@ -2,9 +2,9 @@
 //! may not write and that lies outside its IOMMU space — one of its own
 //! start-of-day page tables, addressed by its *machine* address (MM-2: a page
 //! table never has a writable mapping; without an IOMMU this DMA would
-//! rewrite it) — and checks that the IOMMU stopped the transfer (DEV-6,
-//! DEV-7): the frame's content is unchanged and hv-core counted a fault. It
-//! also checks that a device hv-core did not assign is invisible (DEV-2).
+//! rewrite it) — and checks that the IOMMU stopped the transfer (PDEV-6,
+//! PDEV-7): the frame's content is unchanged and hv-core counted a fault. It
+//! also checks that a device hv-core did not assign is invisible (PDEV-2).
 //!
 //! The hypervisor's own frames (the M2P table) would be a better target, but
 //! a guest cannot learn their machine addresses: its page-table walks stop at
@@ -59,7 +59,7 @@ pub fn unassigned_are_invisible(devices: &Devices) -> bool {
 /// machine address if its mfn lies outside domain 0's IOMMU space
 /// (`mfn >= ram_pages`, so `mfn << 12` names no pseudo-physical page
 /// there), else by its pseudo-physical address, which hv-core maps
-/// read-only for devices because the frame is a page table (DEV-6).
+/// read-only for devices because the frame is a page table (PDEV-6).
 /// Returns (bus address, where domain 0 reads it, how it is addressed).
 fn target_frame(ram_pages: u64) -> Option<(u64, u64, &'static str)> {
     let layout = layout();

@@ -1,4 +1,4 @@
-//! The `grant-dma` test mode (DEV-8), written by the hypervisor helper: a
+//! The `grant-dma` test mode (PDEV-8), written by the hypervisor helper: a
 //! guest (domain 1, `grant-dma` test guest) grants domain 0 one frame;
 //! domain 0 maps the grant, places its frame in its IOMMU space at the
 //! first pfn of the grant window, and has virtio-blk DMA a sector into it

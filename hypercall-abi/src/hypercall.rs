@@ -81,7 +81,7 @@ hypercall_table! {
     14 => GrantTableOp,
     /// `set_timer_op(deadline_ns)`: one-shot VIRQ_TIMER at a system time (TIME-2).
     15 => SetTimerOp,
-    /// `physdev_op(cmd, arg)`: the driver domain's PCI devices, their interrupts and IOMMU space (DEV-*, since 0.5).
+    /// `physdev_op(cmd, arg)`: the driver domain's PCI devices, their interrupts and IOMMU space (PDEV-*, since 0.5).
     17 => PhysdevOp,
 }
 
@@ -111,7 +111,7 @@ bitflags! {
         const GRANT_TABLES = 1 << 9;
         /// PV clock in vcpu_info, wallclock, `set_timer_op`, poll timeouts (TIME-*).
         const TIME = 1 << 10;
-        /// `physdev_op`: assigned PCI devices, MSI as events, the IOMMU (DEV-*, since 0.5).
+        /// `physdev_op`: assigned PCI devices, MSI as events, the IOMMU (PDEV-*, since 0.5).
         const PHYSDEV = 1 << 12;
     }
 }

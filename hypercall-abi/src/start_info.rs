@@ -26,7 +26,7 @@ bitflags! {
         /// the machine off. Held by the driver domain.
         const MACHINE_POWER = 1 << 2;
         /// May use `physdev_op`: its assigned PCI devices, their interrupts and
-        /// MMIO, its IOMMU space (DEV-*, since 0.5). Held by the driver domain.
+        /// MMIO, its IOMMU space (PDEV-*, since 0.5). Held by the driver domain.
         const DEVICES = 1 << 3;
     }
 }

@@ -1,15 +1,15 @@
-//! Physical devices, guest side (SPEC.md §12, DEV-*): safe wrappers of
+//! Physical devices, guest side (SPEC.md §15, PDEV-*): safe wrappers of
 //! `physdev_op` (hypercall 17) for the driver domain, and the mapping of a
 //! device's MMIO frames into the kernel address space.
 //!
-//! - [`device_info`] lists the devices assigned to the caller (DEV-2);
+//! - [`device_info`] lists the devices assigned to the caller (PDEV-2);
 //! - [`config_read`] / [`config_write`] reach their configuration space
-//!   (DEV-3);
+//!   (PDEV-3);
 //! - [`bind_msi`] turns an MSI/MSI-X vector into an event-channel port
-//!   (DEV-5);
-//! - [`iommu_info`] says how devices address memory (DEV-6) and counts DMA
-//!   faults (DEV-7);
-//! - [`map_mmio`] maps BAR frames (DEV-4) at fresh virtual addresses; hv-core
+//!   (PDEV-5);
+//! - [`iommu_info`] says how devices address memory (PDEV-6) and counts DMA
+//!   faults (PDEV-7);
+//! - [`map_mmio`] maps BAR frames (PDEV-4) at fresh virtual addresses; hv-core
 //!   makes the mapping uncached.
 #![deny(unsafe_code)]
 
@@ -50,7 +50,7 @@ fn physdev_op<T: PhysdevArg>(cmd: u64, value: &mut T) -> Result<u64, Errno> {
 }
 
 /// Places the frame of grant mapping `handle` at `dev_pfn << 12` in this
-/// domain's IOMMU space (DEV-8): `dev_pfn` must lie in the grant window of
+/// domain's IOMMU space (PDEV-8): `dev_pfn` must lie in the grant window of
 /// [`iommu_info`]. Unmapping the grant removes it again.
 pub fn iommu_map_grant(handle: u32, dev_pfn: u64, readonly: bool) -> Result<(), Errno> {
     let mut g = PhysdevIommuGrant {
@@ -61,7 +61,7 @@ pub fn iommu_map_grant(handle: u32, dev_pfn: u64, readonly: bool) -> Result<(), 
     physdev_op(PHYSDEVOP_IOMMU_MAP_GRANT, &mut g).map(|_| ())
 }
 
-/// Removes grant mapping `handle` from `dev_pfn` in the IOMMU space (DEV-8).
+/// Removes grant mapping `handle` from `dev_pfn` in the IOMMU space (PDEV-8).
 pub fn iommu_unmap_grant(handle: u32, dev_pfn: u64) -> Result<(), Errno> {
     let mut g = PhysdevIommuGrant {
         handle,
@@ -95,7 +95,7 @@ pub fn config_read(sbdf: u32, offset: u16, size: u8) -> Result<u32, Errno> {
 }
 
 /// Writes the low `size` bytes of `value` at `offset` (filtered by hv-core,
-/// DEV-3).
+/// PDEV-3).
 pub fn config_write(sbdf: u32, offset: u16, size: u8, value: u32) -> Result<(), Errno> {
     let mut op = PhysdevConfig {
         sbdf,

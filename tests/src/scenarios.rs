@@ -29,7 +29,7 @@ const DRIVER: Module = Module {
 };
 
 /// hv-core command line of the device scenarios: the IOMMU is required and
-/// domain 0 gets every device hv-core does not keep (DEV-2).
+/// domain 0 gets every device hv-core does not keep (PDEV-2).
 const HV_CMDLINE_DD: &str = "loglvl=info audit=1 iommu=on dom0_pci=all";
 
 /// Module 1 of the device scenarios: the driver domain, with room for DMA

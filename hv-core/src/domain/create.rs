@@ -278,7 +278,7 @@ pub fn reap_dead_domains() {
             &mut crate::event::delivery::Notifier { table: &mut table },
         );
         domain.flush_console();
-        // Devices and their DMA go first (DEV-6, DEV-8).
+        // Devices and their DMA go first (PDEV-6, PDEV-8).
         crate::platform::live::domain_ended(domid);
         let mut grants = crate::grant::live::GRANTS.lock();
         let released = live::with_page_tables(|pt| {

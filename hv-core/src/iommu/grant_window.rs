@@ -1,4 +1,4 @@
-//! Where grant frames sit in the driver domain's DMA space (DEV-8): the
+//! Where grant frames sit in the driver domain's DMA space (PDEV-8): the
 //! window of dfns past its memory, and which grant-mapping handle occupies
 //! which dfn. Pure bookkeeping; the page-table and IOTLB work is the
 //! caller's.

@@ -5,7 +5,7 @@
 //!
 //! Firmware tables are read through a [`PhysMemory`], so every parser here
 //! runs on the host against synthetic tables. Firmware is trusted no more than
-//! it must be (DEV-1): every length is bounds-checked against the bytes
+//! it must be (PDEV-1): every length is bounds-checked against the bytes
 //! actually read, every checksum is verified, counts are capped, and garbage
 //! gives an [`AcpiError`], never a panic.
 //!

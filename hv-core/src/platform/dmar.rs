@@ -1,5 +1,5 @@
 //! The ACPI DMAR table (Intel VT-d specification §8): the remapping
-//! hardware units (DRHD) and the devices each covers (DEV-1, DEV-9).
+//! hardware units (DRHD) and the devices each covers (PDEV-1, PDEV-9).
 //!
 //! Portable and host-tested; the table is a byte slice read by
 //! [`super::acpi::read_table`] (length and checksum already checked).
@@ -7,7 +7,7 @@
 //! are accepted and skipped; an unknown structure type, a DRHD covering no
 //! device, or a structure running past the table makes the whole table
 //! unusable ([`DmarError`]): hv-core then assigns no device unless
-//! `iommu=off` (DEV-9).
+//! `iommu=off` (PDEV-9).
 #![deny(
     clippy::indexing_slicing,
     clippy::unwrap_used,

@@ -1,6 +1,6 @@
 //! The ACPI IVRS table (AMD I/O Virtualization Technology specification,
-//! §5): the IOMMUs (IVHD blocks) and the devices each translates (DEV-1,
-//! DEV-9).
+//! §5): the IOMMUs (IVHD blocks) and the devices each translates (PDEV-1,
+//! PDEV-9).
 //!
 //! Portable and host-tested. An IVRS may describe one IOMMU several times
 //! (IVHD types 10h, 11h, 40h); hv-core uses the type-10h blocks, or the

@@ -1,4 +1,4 @@
-//! PCI functions as hv-core sees them (DEV-1 .. DEV-4): enumeration through
+//! PCI functions as hv-core sees them (PDEV-1 .. PDEV-4): enumeration through
 //! a [`ConfigSpace`], BAR sizing, the capabilities hv-core cares about
 //! (MSI, MSI-X, virtio's configuration-access window), who owns each
 //! function, the filter on the driver domain's configuration writes, and
@@ -133,7 +133,7 @@ pub const CMD_IO: u16 = 1 << 0;
 pub const CMD_MEMORY: u16 = 1 << 1;
 pub const CMD_BUS_MASTER: u16 = 1 << 2;
 pub const CMD_INTX_DISABLE: u16 = 1 << 10;
-/// Command bits the driver domain may change (DEV-3): I/O, memory, bus
+/// Command bits the driver domain may change (PDEV-3): I/O, memory, bus
 /// master, parity, SERR, INTx disable.
 pub const CMD_GUEST_WRITABLE: u16 =
     CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | (1 << 6) | (1 << 8) | CMD_INTX_DISABLE;
@@ -207,7 +207,7 @@ impl Msix {
     }
 }
 
-/// Who a function belongs to (DEV-2).
+/// Who a function belongs to (PDEV-2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceOwner {
     /// hv-core keeps it (bridges, the IOMMU).
@@ -247,7 +247,7 @@ pub struct PciFunction {
     pub msi_vectors: u16,
     pub msix: Option<Msix>,
     /// Configuration-space ranges `[start, end)` the driver domain may not
-    /// write (DEV-3), beyond the header rules.
+    /// write (PDEV-3), beyond the header rules.
     pub write_denied: heapless::Vec<(u16, u16), 8>,
     pub owner: DeviceOwner,
 }
@@ -490,7 +490,7 @@ pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciFunction>
 /// Most functions a `dom0_pci=` list names.
 pub const MAX_DOM0_PCI: usize = 16;
 
-/// `dom0_pci=` (DEV-2).
+/// `dom0_pci=` (PDEV-2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dom0Pci {
     /// Every function hv-core does not keep (the default).
@@ -541,7 +541,7 @@ impl Dom0Pci {
     }
 }
 
-/// Decides every function's owner (DEV-2). `devices_allowed` is false when
+/// Decides every function's owner (PDEV-2). `devices_allowed` is false when
 /// no usable IOMMU protects DMA and `iommu=off` was not given: then nothing
 /// is assigned. Returns the listed functions that are absent or kept.
 pub fn assign(
@@ -578,7 +578,7 @@ pub fn assign(
 }
 
 /// Programs `f`'s MSI capability with one vector (`address`, `data`) and
-/// enables it (DEV-5). False if it has no MSI capability.
+/// enables it (PDEV-5). False if it has no MSI capability.
 pub fn enable_msi(cfg: &dyn ConfigSpace, f: &PciFunction, address: u64, data: u16) -> bool {
     let Some(cap) = f.msi_cap else {
         return false;
@@ -628,7 +628,7 @@ pub fn enable_msix(cfg: &dyn ConfigSpace, f: &PciFunction) -> bool {
     true
 }
 
-/// Checks a configuration access's shape (DEV-3): width 1, 2 or 4, aligned,
+/// Checks a configuration access's shape (PDEV-3): width 1, 2 or 4, aligned,
 /// inside the 4 KiB space.
 pub fn check_access(offset: u16, size: u8) -> Result<Width, Errno> {
     let width = Width::from_size(size).ok_or(Errno::EINVAL)?;
@@ -644,7 +644,7 @@ fn header_byte_writable(offset: u16) -> bool {
     matches!(offset, 0x04..=0x07 | 0x0c | 0x0d | 0x3c)
 }
 
-/// Filters a driver-domain configuration write (DEV-3). Returns the value to
+/// Filters a driver-domain configuration write (PDEV-3). Returns the value to
 /// write, or `-EPERM`. `current_command` is the command register now (its
 /// bits outside [`CMD_GUEST_WRITABLE`] are kept).
 pub fn filter_config_write(
@@ -684,7 +684,7 @@ pub fn filter_config_write(
     Ok(value)
 }
 
-/// Machine-frame ranges (inclusive) for the driver domain's MMIO (DEV-4).
+/// Machine-frame ranges (inclusive) for the driver domain's MMIO (PDEV-4).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IoFrames {
     /// Frames of assigned functions' memory BARs.

@@ -1,5 +1,5 @@
 //! Which of hv-core's interrupt vectors carries which device interrupt
-//! (DEV-5): a fixed table of the device vectors, each free or bound to one
+//! (PDEV-5): a fixed table of the device vectors, each free or bound to one
 //! MSI or MSI-X entry of one function and to one event-channel port.
 //! Portable bookkeeping; programming the device is the caller's.
 //!

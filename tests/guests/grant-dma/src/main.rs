@@ -1,4 +1,4 @@
-//! `grant-dma`: the granting side of the `dd-grant-dma` scenario (DEV-8).
+//! `grant-dma`: the granting side of the `dd-grant-dma` scenario (PDEV-8).
 //! Grants domain 0 one zeroed frame (reference 0, writable), waits until the
 //! data domain 0's disk DMAs into it arrives, then waits until domain 0 has
 //! unmapped it (the grant can be ended) and checks the frame was not
