@@ -1,5 +1,5 @@
-//! Domain 0's devices: lists what hv-core assigned (IO-2), maps BARs
-//! (IO-4), binds MSI-X vectors to event channels (IO-5), brings up the
+//! Domain 0's devices: lists what hv-core assigned (PDEV-2), maps BARs
+//! (PDEV-4), binds MSI-X vectors to event channels (PDEV-5), brings up the
 //! virtio-blk, NVMe and virtio-net drivers, and runs their self-tests:
 //! patterned sectors written and read back on each disk, an ARP exchange
 //! with QEMU's user-network gateway.
@@ -73,7 +73,7 @@ pub fn deadline(tsc_hz: u64, secs: u64) -> impl FnMut() -> bool {
     move || rdtsc() < end
 }
 
-/// Lists this domain's devices (IO-2).
+/// Lists this domain's devices (PDEV-2).
 pub fn list() -> Result<Vec<PhysdevDeviceInfo>, Errno> {
     let mut out = Vec::new();
     for index in 0..256 {
@@ -210,7 +210,7 @@ pub fn bring_up(tsc_hz: u64) -> Result<Devices, Errno> {
             let cfg = PhysdevConfigSpace::new(info.sbdf);
             pci::enable_memory_and_dma(&cfg);
             // Registers and the admin + one I/O doorbell pair (stride 4):
-            // the MSI-X table further up BAR 0 stays unmapped (IO-4).
+            // the MSI-X table further up BAR 0 stays unmapped (PDEV-4).
             let port = bind_vector(&info, 1);
             let result = map_bar(&info, 0, 0, 2 * PAGE_SIZE).and_then(|regs| {
                 Nvme::new(regs, &mut devices.dma, port.map(|_| 1), deadline(tsc_hz, 5)).map_err(

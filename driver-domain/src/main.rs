@@ -3,7 +3,8 @@
 //! It announces itself; given devices (module argument `devices=1`), it
 //! brings up the ones hv-core assigned to it (virtio-blk, NVMe, virtio-net;
 //! see [`devices`]) and runs their self-tests; `dma-attack=1` runs the DMA
-//! isolation test ([`attack`]), `bench=1` the device figures ([`bench`]).
+//! isolation test ([`attack`]), `bench=1` the device figures ([`bench`]),
+//! `grant-dma=1` the grants-in-the-IOMMU test ([`grant_dma`]).
 //! Then it waits for every other domain to end and powers off — which,
 //! holding `MACHINE_POWER`, ends the machine. It binds `VIRQ_DOM_EXC`
 //! (raised whenever another domain shuts down or crashes) and blocks between
@@ -21,6 +22,7 @@ mod attack;
 mod backend;
 mod bench;
 mod devices;
+mod grant_dma;
 mod hw;
 
 use hypercall_abi::domctl::DOMAIN_STATE_RUNNING;
@@ -42,7 +44,9 @@ fn kmain(si: &'static StartInfo) {
     );
     let args = Args::new(si.cmdline_str());
     let flag = |key| args.get_u64(key).unwrap_or(0) != 0;
-    if flag("devices") || flag("dma-attack") || flag("bench") {
+    if flag("grant-dma") {
+        run_grant_dma(si);
+    } else if flag("devices") || flag("dma-attack") || flag("bench") {
         run_devices(si, flag("dma-attack"), flag("bench"));
     }
     let port = match events::bind_virq(VIRQ_DOM_EXC) {
@@ -110,6 +114,17 @@ fn run_devices(si: &StartInfo, attack_mode: bool, bench_mode: bool) {
         if let Some((nic, _)) = devs.vnet.as_mut() {
             bench::net(nic, tsc_hz);
         }
+    }
+}
+
+/// Brings the devices up and runs the grant-DMA test ([`grant_dma`]).
+fn run_grant_dma(si: &StartInfo) {
+    let tsc_hz = hw::clock::tsc_hz(si);
+    match devices::bring_up(tsc_hz) {
+        Ok(mut devs) => {
+            grant_dma::run(&mut devs);
+        }
+        Err(err) => println!("dd: cannot list devices: {err}"),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Physical devices (SPEC.md §15, IO-*): the PCI devices hv-core assigned
+//! Physical devices (SPEC.md §15, PDEV-*): the PCI devices hv-core assigned
 //! to the driver domain, their filtered configuration space, their MMIO
 //! BARs, their MSI/MSI-X interrupts as event channels, and the IOMMU space
 //! their DMA goes through. Since ABI 0.5.
@@ -15,7 +15,7 @@
 //!   exist for it (`-ENOENT`), whether or not it is present.
 //! - BAR addresses are machine addresses: the caller maps BAR frames with
 //!   `mmu_update` like any frame (`mfn = address >> 12`); hv-core forces the
-//!   mapping uncached (IO-4).
+//!   mapping uncached (PDEV-4).
 //! - DMA addresses ("bus addresses") depend on the IOMMU mode
 //!   ([`PhysdevIommuInfo::mode`]): with an IOMMU they are the caller's
 //!   pseudo-physical addresses (`pfn << 12`), plus grant frames it placed in
@@ -29,7 +29,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub const PHYSDEVOP_DEVICE_INFO: u64 = 0;
 /// `physdev_op(PHYSDEVOP_CONFIG_READ, &PhysdevConfig)`.
 pub const PHYSDEVOP_CONFIG_READ: u64 = 1;
-/// `physdev_op(PHYSDEVOP_CONFIG_WRITE, &PhysdevConfig)` (filtered, IO-3).
+/// `physdev_op(PHYSDEVOP_CONFIG_WRITE, &PhysdevConfig)` (filtered, PDEV-3).
 pub const PHYSDEVOP_CONFIG_WRITE: u64 = 2;
 /// `physdev_op(PHYSDEVOP_BIND_MSI, &PhysdevBindMsi)`: program one MSI or
 /// MSI-X vector of a device and bind it to a new event-channel port.
@@ -51,7 +51,7 @@ pub const fn sbdf(segment: u16, bus: u8, device: u8, function: u8) -> u32 {
 
 /// `PhysdevBar.flags`: the BAR exists (a zero-size BAR is absent).
 pub const PHYSDEV_BAR_PRESENT: u32 = 1 << 0;
-/// `PhysdevBar.flags`: an I/O-port BAR (listed, but not accessible: IO-4).
+/// `PhysdevBar.flags`: an I/O-port BAR (listed, but not accessible: PDEV-4).
 pub const PHYSDEV_BAR_IO: u32 = 1 << 1;
 /// `PhysdevBar.flags`: a 64-bit memory BAR (it uses this slot and the next).
 pub const PHYSDEV_BAR_64BIT: u32 = 1 << 2;
@@ -109,7 +109,7 @@ pub struct PhysdevDeviceInfo {
     pub msi_vectors: u16,
     /// OUT: MSI-X table location: BAR index in bits 0..3, byte offset in the
     /// rest (as the capability encodes it). The table's pages cannot be
-    /// mapped (IO-4).
+    /// mapped (PDEV-4).
     pub msix_table: u32,
     /// OUT: MSI-X pending-bit array location, encoded as `msix_table`.
     pub msix_pba: u32,
@@ -191,7 +191,7 @@ pub struct PhysdevIommuInfo {
     pub mode: u32,
     /// OUT: remapping units in use.
     pub units: u32,
-    /// OUT: DMA faults reported so far for the caller's devices (IO-7).
+    /// OUT: DMA faults reported so far for the caller's devices (PDEV-7).
     pub faults: u64,
     /// OUT: pfns `0..ram_pages` are mapped at `pfn << 12` in the caller's
     /// IOMMU space (0 when `mode` is `PHYSDEV_IOMMU_OFF`).

@@ -29,7 +29,7 @@ bitflags! {
         /// leaves 3..8 to the other 0.5 capabilities.
         const DEVBUS_ADMIN = 1 << 8;
         /// May use `physdev_op`: its assigned PCI devices, their interrupts and
-        /// MMIO, its IOMMU space (IO-*, since 0.5). Held by the driver domain.
+        /// MMIO, its IOMMU space (PDEV-*, since 0.5). Held by the driver domain.
         const DEVICES = 1 << 3;
     }
 }

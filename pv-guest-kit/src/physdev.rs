@@ -1,23 +1,25 @@
-//! Physical devices, guest side (SPEC.md §15, IO-*): safe wrappers of
+//! Physical devices, guest side (SPEC.md §15, PDEV-*): safe wrappers of
 //! `physdev_op` (hypercall 17) for the driver domain, and the mapping of a
 //! device's MMIO frames into the kernel address space.
 //!
-//! - [`device_info`] lists the devices assigned to the caller (IO-2);
+//! - [`device_info`] lists the devices assigned to the caller (PDEV-2);
 //! - [`config_read`] / [`config_write`] reach their configuration space
-//!   (IO-3);
+//!   (PDEV-3);
 //! - [`bind_msi`] turns an MSI/MSI-X vector into an event-channel port
-//!   (IO-5);
-//! - [`iommu_info`] says how devices address memory (IO-6) and counts DMA
-//!   faults (IO-7);
-//! - [`map_mmio`] maps BAR frames (IO-4) at fresh virtual addresses; hv-core
+//!   (PDEV-5);
+//! - [`iommu_info`] says how devices address memory (PDEV-6) and counts DMA
+//!   faults (PDEV-7);
+//! - [`map_mmio`] maps BAR frames (PDEV-4) at fresh virtual addresses; hv-core
 //!   makes the mapping uncached.
 #![deny(unsafe_code)]
 
 use hypercall_abi::hypercall::Hypercall;
 use hypercall_abi::mm::{pte, MmuUpdate, MMU_NORMAL_PT_UPDATE};
 use hypercall_abi::physdev::{
-    PhysdevBindMsi, PhysdevConfig, PhysdevDeviceInfo, PhysdevIommuInfo, PHYSDEVOP_BIND_MSI,
-    PHYSDEVOP_CONFIG_READ, PHYSDEVOP_CONFIG_WRITE, PHYSDEVOP_DEVICE_INFO, PHYSDEVOP_IOMMU_INFO,
+    PhysdevBindMsi, PhysdevConfig, PhysdevDeviceInfo, PhysdevIommuGrant, PhysdevIommuInfo,
+    PHYSDEVOP_BIND_MSI, PHYSDEVOP_CONFIG_READ, PHYSDEVOP_CONFIG_WRITE, PHYSDEVOP_DEVICE_INFO,
+    PHYSDEVOP_IOMMU_INFO, PHYSDEVOP_IOMMU_MAP_GRANT, PHYSDEVOP_IOMMU_UNMAP_GRANT,
+    PHYSDEV_IOMMU_READONLY,
 };
 use hypercall_abi::{Errno, PAGE_SIZE};
 
@@ -31,6 +33,7 @@ impl PhysdevArg for PhysdevDeviceInfo {}
 impl PhysdevArg for PhysdevConfig {}
 impl PhysdevArg for PhysdevBindMsi {}
 impl PhysdevArg for PhysdevIommuInfo {}
+impl PhysdevArg for PhysdevIommuGrant {}
 
 /// `physdev_op(cmd, arg)` with `arg` pointing at `value`, which the
 /// hypervisor reads and may write back.
@@ -44,6 +47,28 @@ fn physdev_op<T: PhysdevArg>(cmd: u64, value: &mut T) -> Result<u64, Errno> {
         crate::hypercall::hypercall_raw(Hypercall::PhysdevOp.number(), [cmd, arg, 0, 0, 0])
     };
     Errno::check(ret)
+}
+
+/// Places the frame of grant mapping `handle` at `dev_pfn << 12` in this
+/// domain's IOMMU space (PDEV-8): `dev_pfn` must lie in the grant window of
+/// [`iommu_info`]. Unmapping the grant removes it again.
+pub fn iommu_map_grant(handle: u32, dev_pfn: u64, readonly: bool) -> Result<(), Errno> {
+    let mut g = PhysdevIommuGrant {
+        handle,
+        flags: if readonly { PHYSDEV_IOMMU_READONLY } else { 0 },
+        dev_pfn,
+    };
+    physdev_op(PHYSDEVOP_IOMMU_MAP_GRANT, &mut g).map(|_| ())
+}
+
+/// Removes grant mapping `handle` from `dev_pfn` in the IOMMU space (PDEV-8).
+pub fn iommu_unmap_grant(handle: u32, dev_pfn: u64) -> Result<(), Errno> {
+    let mut g = PhysdevIommuGrant {
+        handle,
+        flags: 0,
+        dev_pfn,
+    };
+    physdev_op(PHYSDEVOP_IOMMU_UNMAP_GRANT, &mut g).map(|_| ())
 }
 
 /// The `index`-th device assigned to this domain; `Err(ENOENT)` past the last.
@@ -70,7 +95,7 @@ pub fn config_read(sbdf: u32, offset: u16, size: u8) -> Result<u32, Errno> {
 }
 
 /// Writes the low `size` bytes of `value` at `offset` (filtered by hv-core,
-/// IO-3).
+/// PDEV-3).
 pub fn config_write(sbdf: u32, offset: u16, size: u8, value: u32) -> Result<(), Errno> {
     let mut op = PhysdevConfig {
         sbdf,

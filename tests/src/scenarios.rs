@@ -29,7 +29,7 @@ const DRIVER: Module = Module {
 };
 
 /// hv-core command line of the device scenarios: the IOMMU is required and
-/// domain 0 gets every device hv-core does not keep (IO-2).
+/// domain 0 gets every device hv-core does not keep (PDEV-2).
 const HV_CMDLINE_DD: &str = "loglvl=info audit=1 iommu=on dom0_pci=all";
 
 /// Module 1 of the device scenarios: the driver domain, with room for DMA
@@ -1279,6 +1279,40 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) dd: device self-tests passed"),
             Expect::Absent("(hv) PANIC"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-grant-dma",
+        about: "A guest grants domain 0 a frame; domain 0 places it in its IOMMU space, a disk DMAs into it, and the grant unmap removes it from the IOMMU space first",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- grant-dma=1",
+            },
+            Module {
+                image: Image::Guest("grant-dma"),
+                args: "name=granter mem=4M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) grant-dma: granted domain 0 frame"),
+            Expect::Line("(d0) dd: grant-dma: domain 1's gref 0 mapped and placed at bus address"),
+            Expect::Line("(d0) dd: grant-dma: DMA into the granted frame arrived"),
+            Expect::Line("(d1) grant-dma: the device's data arrived in the granted frame"),
+            Expect::Line("(hv) warning: iommu: DMA fault: 00:03.0 write "),
+            Expect::Line("(d0) dd: grant-dma: all checks passed"),
+            Expect::Line("(d1) grant-dma: grant ended; nothing reached the frame afterwards"),
+            Expect::Line("(hv) d1 'granter': shut down (poweroff)"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
         ],
     },
     Scenario {

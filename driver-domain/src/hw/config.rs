@@ -1,4 +1,4 @@
-//! [`ConfigSpace`] through `physdev_op` config reads and writes (IO-3).
+//! [`ConfigSpace`] through `physdev_op` config reads and writes (PDEV-3).
 //! hv-core filters writes; a refused write or a failed read is reported
 //! once per device and reads as all ones, as an absent device would.
 

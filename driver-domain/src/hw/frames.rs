@@ -1,5 +1,5 @@
 //! DMA pages over the driver domain's own frames: a [`Frame`] from the kit's
-//! allocator, addressed by the device as `pfn << 12` behind an IOMMU (IO-6)
+//! allocator, addressed by the device as `pfn << 12` behind an IOMMU (PDEV-6)
 //! or `mfn << 12` without one.
 //!
 //! # Invariants

@@ -327,7 +327,7 @@ pub fn reap_dead_domains() {
         );
         crate::devbus::hypercall::domain_died(&mut table, domid);
         domain.flush_console();
-        // Devices and their DMA go first (IO-6, IO-8).
+        // Devices and their DMA go first (PDEV-6, PDEV-8).
         crate::platform::live::domain_ended(domid);
         let mut grants = crate::grant::live::GRANTS.lock();
         let released = live::with_page_tables(|pt| {

@@ -35,7 +35,7 @@ pub enum ChannelState {
     },
     Virq(u32),
     Ipi,
-    /// A device interrupt: the hypervisor's interrupt vector (IO-5).
+    /// A device interrupt: the hypervisor's interrupt vector (PDEV-5).
     Pirq(u32),
 }
 
@@ -251,7 +251,7 @@ impl EventChannels {
         self.allocate(dom, ChannelState::Ipi, vcpu)
     }
 
-    /// `PHYSDEVOP_BIND_MSI`: a port for device interrupt `vector` (IO-5).
+    /// `PHYSDEVOP_BIND_MSI`: a port for device interrupt `vector` (PDEV-5).
     pub fn bind_pirq(&mut self, dom: DomId, vector: u32, vcpu: u32) -> Result<Port, Errno> {
         self.allocate(dom, ChannelState::Pirq(vector), vcpu)
     }

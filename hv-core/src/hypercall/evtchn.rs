@@ -75,7 +75,7 @@ pub fn evtchn_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
             };
             events.close(dom, port)?;
             drop(events);
-            // A device interrupt's port: mask the source, free the vector (IO-5).
+            // A device interrupt's port: mask the source, free the vector (PDEV-5).
             if let Some(vector) = pirq {
                 crate::platform::irq::unbind(vector);
             }

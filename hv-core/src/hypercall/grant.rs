@@ -121,7 +121,7 @@ pub fn grant_table_op(cmd: u64, ops: u64, count: u64) -> Result<u64, Errno> {
         }
         GNTTABOP_UNMAP_GRANT_REF => each(ops, count, |op: &mut GnttabUnmapGrantRef| {
             let mut grants = GRANTS.lock();
-            // A device must lose the frame before the grant can end (IO-8).
+            // A device must lose the frame before the grant can end (PDEV-8).
             if grants
                 .mapping(dom, op.handle)
                 .is_some_and(|m| m.host_addr == op.host_addr)

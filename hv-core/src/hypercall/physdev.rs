@@ -1,8 +1,15 @@
-//! `physdev_op` (SPEC.md §15, IO-*): the driver domain's view of its PCI
+//! `physdev_op` (SPEC.md §15, PDEV-*): the driver domain's view of its PCI
 //! devices. Every command needs `Capabilities::DEVICES`; its structure is
 //! copied in once, validated, used, and written back.
 //!
 //! Lock order: `grant::live::GRANTS` before `iommu::live::IOMMU`.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use hypercall_abi::physdev::*;
 use hypercall_abi::start_info::Capabilities;
@@ -98,7 +105,7 @@ pub fn physdev_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
     }
 }
 
-/// The function and width of a configuration access (IO-3).
+/// The function and width of a configuration access (PDEV-3).
 fn config_target(c: &PhysdevConfig) -> Result<(Bdf, Width), Errno> {
     if c.pad != 0 || c.pad2 != 0 {
         return Err(Errno::EINVAL);
@@ -109,7 +116,7 @@ fn config_target(c: &PhysdevConfig) -> Result<(Bdf, Width), Errno> {
     Ok((bdf, width))
 }
 
-/// `PHYSDEVOP_IOMMU_MAP_GRANT` (IO-8).
+/// `PHYSDEVOP_IOMMU_MAP_GRANT` (PDEV-8).
 fn map_grant(dom: DomId, g: &PhysdevIommuGrant) -> Result<(), Errno> {
     if g.flags & !PHYSDEV_IOMMU_READONLY != 0 {
         return Err(Errno::EINVAL);
@@ -133,7 +140,7 @@ fn map_grant(dom: DomId, g: &PhysdevIommuGrant) -> Result<(), Errno> {
     Ok(())
 }
 
-/// `PHYSDEVOP_IOMMU_UNMAP_GRANT` (IO-8).
+/// `PHYSDEVOP_IOMMU_UNMAP_GRANT` (PDEV-8).
 fn unmap_grant(dom: DomId, g: &PhysdevIommuGrant) -> Result<(), Errno> {
     let _grants = GRANTS.lock();
     let mut iommu = IOMMU.lock();
@@ -159,7 +166,7 @@ fn remove_grant_dfn(iommu: &mut crate::iommu::live::IommuState, handle: u32, dfn
 
 /// Called by `GNTTABOP_UNMAP_GRANT_REF` (with `GRANTS` held) before the
 /// grant mapping goes: removes the mapping's frame from the IOMMU space and
-/// completes the IOTLB invalidation (IO-8).
+/// completes the IOTLB invalidation (PDEV-8).
 pub fn grant_unmapping(mapper: DomId, handle: u32) {
     if mapper != hypercall_abi::DOMID_DRIVER {
         return;

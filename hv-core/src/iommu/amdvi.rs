@@ -1,6 +1,6 @@
 //! AMD-Vi (AMD I/O Virtualization Technology specification, rev. 3): the
 //! device table, I/O page tables, the command buffer (invalidations,
-//! completion wait) and the event log (IO-6, IO-7).
+//! completion wait) and the event log (PDEV-6, PDEV-7).
 //!
 //! The unit driver is generic over [`Mmio`] and [`TableFrames`] and
 //! host-tested against a register model that executes commands.

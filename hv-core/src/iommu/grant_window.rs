@@ -1,4 +1,4 @@
-//! Where grant frames sit in the driver domain's DMA space (IO-8): the
+//! Where grant frames sit in the driver domain's DMA space (PDEV-8): the
 //! window of dfns past its memory, and which grant-mapping handle occupies
 //! which dfn. Pure bookkeeping; the page-table and IOTLB work is the
 //! caller's.
@@ -6,6 +6,13 @@
 //! # Invariants
 //! - Every placed dfn lies in the window; a dfn holds at most one handle and
 //!   a handle sits at most at one dfn.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use alloc::collections::BTreeMap;
 
@@ -17,8 +24,8 @@ pub const GRANT_WINDOW_PAGES: u64 = 64 * 1024;
 /// The grant window `[start, end)` for a space whose memory is pfns
 /// `0..ram_pages`: right after it, rounded up to 2 MiB.
 pub fn window(ram_pages: u64) -> (u64, u64) {
-    let start = ram_pages.div_ceil(512) * 512;
-    (start, start + GRANT_WINDOW_PAGES)
+    let start = ram_pages.div_ceil(512).saturating_mul(512);
+    (start, start.saturating_add(GRANT_WINDOW_PAGES))
 }
 
 /// Grant frames placed in one DMA space.
@@ -84,6 +91,13 @@ impl GrantPlacements {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

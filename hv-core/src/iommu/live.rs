@@ -1,5 +1,5 @@
-//! The machine's IOMMUs and the driver domain's DMA space, live (IO-6 ..
-//! IO-8): register access through the direct map, table frames from the
+//! The machine's IOMMUs and the driver domain's DMA space, live (PDEV-6 ..
+//! PDEV-8): register access through the direct map, table frames from the
 //! hypervisor heap, fault reporting.
 //!
 //! Lock order: `domain::DOMAINS`, `grant::live::GRANTS`, `mm::live::FRAMES`,
@@ -112,7 +112,7 @@ pub struct DriverSpace {
     pub format: Format,
     /// pfns `0..ram_pages` map its memory.
     pub ram_pages: u64,
-    /// Grant frames placed in the space (IO-8).
+    /// Grant frames placed in the space (PDEV-8).
     pub grants: GrantPlacements,
 }
 /// Faults logged one by one; beyond, only counted (and summarised).
@@ -122,7 +122,7 @@ const FAULTS_LOGGED: u64 = 100;
 pub struct IommuState {
     pub units: Vec<Box<dyn Iommu + Send>>,
     pub space: Option<DriverSpace>,
-    /// DMA faults seen (IO-7).
+    /// DMA faults seen (PDEV-7).
     pub faults: u64,
 }
 
@@ -203,7 +203,7 @@ impl IommuState {
         }
     }
 
-    /// Reads and reports every recorded fault (IO-7).
+    /// Reads and reports every recorded fault (PDEV-7).
     pub fn drain_faults(&mut self) {
         let mut seen = self.faults;
         for unit in &mut self.units {
@@ -223,7 +223,7 @@ impl IommuState {
 }
 
 /// A frame of the driver domain (at `pfn`) became a page table or stopped
-/// being one: devices lose or regain write access to it (IO-6).
+/// being one: devices lose or regain write access to it (PDEV-6).
 pub fn set_dma_writable(mfn: u64, pfn: Option<u64>, writable: bool) {
     let mut iommu = IOMMU.lock();
     let Some(space) = iommu.space.as_ref() else {

@@ -1,4 +1,4 @@
-//! DMA remapping (IO-6 .. IO-8): one [`Iommu`] trait with two
+//! DMA remapping (PDEV-6 .. PDEV-8): one [`Iommu`] trait with two
 //! implementations, Intel VT-d ([`vtd`]) and AMD-Vi ([`amdvi`]), chosen from
 //! ACPI (DMAR or IVRS). Table layouts, command and fault encodings are
 //! portable modules with host tests; registers are reached through the
@@ -21,7 +21,7 @@ pub trait Mmio {
     fn write64(&self, offset: u64, value: u64);
 }
 
-/// A DMA fault, decoded (IO-7).
+/// A DMA fault, decoded (PDEV-7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmaFault {
     /// The requester.

@@ -1,6 +1,6 @@
 //! The I/O page table of one DMA address space: device frame numbers (dfn,
 //! the address a device puts on the bus >> 12) to machine frames, 4 KiB
-//! pages only, 3 or 4 levels of 512 entries (IO-6).
+//! pages only, 3 or 4 levels of 512 entries (PDEV-6).
 //!
 //! Portable: the entry encoding is an [`EntryFormat`] (VT-d second-level or
 //! AMD-Vi), the table frames are reached through a [`TableFrames`] (the

@@ -1,7 +1,7 @@
 //! Intel VT-d (Intel VT-d specification, rev. 4): root and context tables,
 //! second-level page tables, register-based invalidation of the context
 //! cache and the IOTLB, fault recording registers and the fault event
-//! interrupt (IO-6, IO-7).
+//! interrupt (PDEV-6, PDEV-7).
 //!
 //! The unit driver is generic over [`Mmio`] and [`TableFrames`], so its
 //! whole bring-up sequence is host-tested against a register model.

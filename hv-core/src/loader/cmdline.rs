@@ -455,10 +455,10 @@ pub struct HvParams {
     /// `audit=0|1`: check the frame table against every page table after each
     /// domain ends and before power-off (SPEC MM-8).
     pub audit: bool,
-    /// `iommu=on|off` (IO-2): off only when given explicitly; then devices
+    /// `iommu=on|off` (PDEV-2): off only when given explicitly; then devices
     /// are assigned without DMA protection.
     pub iommu_off: bool,
-    /// `dom0_pci=all|none|bb:dd.f+…` (IO-2).
+    /// `dom0_pci=all|none|bb:dd.f+…` (PDEV-2).
     pub dom0_pci: Dom0Pci,
 }
 

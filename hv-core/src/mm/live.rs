@@ -53,7 +53,7 @@ impl TableMemory for DirectTables {
 }
 
 /// The device frames of the functions assigned to the driver domain
-/// (IO-4); no other domain may map any.
+/// (PDEV-4); no other domain may map any.
 pub struct AssignedDeviceFrames;
 
 impl DeviceFrames for AssignedDeviceFrames {

@@ -71,7 +71,7 @@ pub const fn entry_mfn(entry: u64) -> Mfn {
     (entry & pte::ADDR_MASK) >> 12
 }
 
-/// What devices may touch (IO-4, IO-6): which machine frames are device
+/// What devices may touch (PDEV-4, PDEV-6): which machine frames are device
 /// (I/O) frames a domain may map, and the DMA view of a domain's page
 /// tables. Device frames are never owned by a domain and carry no counts;
 /// an L1 entry naming one is always made uncached.
@@ -261,7 +261,7 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
         }
         let mfn = entry_mfn(entry);
         if level == 1 && self.is_device_frame(dom, mfn) {
-            // No counts; the writer makes the entry uncached (IO-4).
+            // No counts; the writer makes the entry uncached (PDEV-4).
             return Ok(());
         }
         self.get_page(mfn, dom)?;

@@ -1,5 +1,5 @@
 //! The ACPI DMAR table (Intel VT-d specification §8): the remapping
-//! hardware units (DRHD) and the devices each covers (IO-1, IO-9).
+//! hardware units (DRHD) and the devices each covers (PDEV-1, PDEV-9).
 //!
 //! Portable and host-tested; the table is a byte slice read by
 //! [`super::acpi::read_table`] (length and checksum already checked).
@@ -7,7 +7,14 @@
 //! are accepted and skipped; an unknown structure type, a DRHD covering no
 //! device, or a structure running past the table makes the whole table
 //! unusable ([`DmarError`]): hv-core then assigns no device unless
-//! `iommu=off` (IO-9).
+//! `iommu=off` (PDEV-9).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -141,8 +148,8 @@ fn parse_scopes(table: &[u8], mut off: usize, end: usize) -> Result<Vec<DeviceSc
     while off < end {
         let bad = DmarError::Malformed { offset: off };
         let kind = table.u8_at(off).ok_or(bad)?;
-        let len = usize::from(table.u8_at(off + 1).ok_or(bad)?);
-        if len < 6 || len % 2 != 0 || off + len > end {
+        let len = usize::from(table.u8_at(off.saturating_add(1)).ok_or(bad)?);
+        if len < 6 || len % 2 != 0 || off.saturating_add(len) > end {
             return Err(bad);
         }
         let kind = match kind {
@@ -154,19 +161,22 @@ fn parse_scopes(table: &[u8], mut off: usize, end: usize) -> Result<Vec<DeviceSc
             _ => return Err(DmarError::UnknownScope { kind, offset: off }),
         };
         let mut path = heapless::Vec::new();
-        let mut p = off + 6;
-        while p < off + len {
-            let hop = (table.u8_at(p).ok_or(bad)?, table.u8_at(p + 1).ok_or(bad)?);
+        let mut p = off.saturating_add(6);
+        while p < off.saturating_add(len) {
+            let hop = (
+                table.u8_at(p).ok_or(bad)?,
+                table.u8_at(p.saturating_add(1)).ok_or(bad)?,
+            );
             path.push(hop).map_err(|_| bad)?;
-            p += 2;
+            p = p.saturating_add(2);
         }
         scopes.push(DeviceScope {
             kind,
-            enumeration_id: table.u8_at(off + 4).ok_or(bad)?,
-            start_bus: table.u8_at(off + 5).ok_or(bad)?,
+            enumeration_id: table.u8_at(off.saturating_add(4)).ok_or(bad)?,
+            start_bus: table.u8_at(off.saturating_add(5)).ok_or(bad)?,
             path,
         });
-        off += len;
+        off = off.saturating_add(len);
     }
     Ok(scopes)
 }
@@ -193,7 +203,7 @@ pub fn parse_dmar(table: &[u8]) -> Result<Dmar, DmarError> {
     while off < table.len() {
         let bad = DmarError::Malformed { offset: off };
         let kind = table.u16_at(off).ok_or(bad)?;
-        let len = usize::from(table.u16_at(off + 2).ok_or(bad)?);
+        let len = usize::from(table.u16_at(off.saturating_add(2)).ok_or(bad)?);
         let end = off.checked_add(len).ok_or(bad)?;
         if len < 4 || end > table.len() {
             return Err(bad);
@@ -203,16 +213,16 @@ pub fn parse_dmar(table: &[u8]) -> Result<Dmar, DmarError> {
                 if len < 16 {
                     return Err(bad);
                 }
-                let flags = table.u8_at(off + 4).ok_or(bad)?;
-                let base = table.u64_at(off + 8).ok_or(bad)?;
+                let flags = table.u8_at(off.saturating_add(4)).ok_or(bad)?;
+                let base = table.u64_at(off.saturating_add(8)).ok_or(bad)?;
                 if base == 0 || base % 4096 != 0 {
                     return Err(DmarError::BadUnitBase { base });
                 }
                 let unit = Drhd {
                     base,
-                    segment: table.u16_at(off + 6).ok_or(bad)?,
+                    segment: table.u16_at(off.saturating_add(6)).ok_or(bad)?,
                     include_pci_all: flags & DRHD_INCLUDE_PCI_ALL != 0,
-                    scopes: parse_scopes(table, off + 16, end)?,
+                    scopes: parse_scopes(table, off.saturating_add(16), end)?,
                 };
                 let covers_pci = unit.include_pci_all
                     || unit
@@ -228,9 +238,9 @@ pub fn parse_dmar(table: &[u8]) -> Result<Dmar, DmarError> {
                 if len < 24 {
                     return Err(bad);
                 }
-                let base = table.u64_at(off + 8).ok_or(bad)?;
-                let limit = table.u64_at(off + 16).ok_or(bad)?;
-                parse_scopes(table, off + 24, end)?;
+                let base = table.u64_at(off.saturating_add(8)).ok_or(bad)?;
+                let limit = table.u64_at(off.saturating_add(16)).ok_or(bad)?;
+                parse_scopes(table, off.saturating_add(24), end)?;
                 dmar.reserved_regions.push((base, limit));
             }
             2..=LAST_KNOWN_TYPE => {}
@@ -276,6 +286,13 @@ impl Dmar {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 pub(crate) mod tests {
     use super::*;
     use crate::platform::acpi::tests::table;

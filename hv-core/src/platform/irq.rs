@@ -1,4 +1,4 @@
-//! Device interrupts (IO-5): hv-core owns the vectors; each MSI or MSI-X
+//! Device interrupts (PDEV-5): hv-core owns the vectors; each MSI or MSI-X
 //! vector the driver domain binds is programmed with the boot CPU's MSI
 //! address and one of hv-core's vectors, and every interrupt on that vector
 //! sets the bound event-channel port pending.
@@ -33,7 +33,7 @@ fn write_msix_entry(va: u64, address: u64, data: u32, masked: bool) {
     let p = va as *mut u32;
     // SAFETY: `va` is a 16-byte MSI-X table entry of a function hv-core
     // enumerated, inside the direct map (checked by `msix_entry_va`); the
-    // driver domain can never map that page (IO-4).
+    // driver domain can never map that page (PDEV-4).
     unsafe {
         core::ptr::write_volatile(p.add(3), 1); // mask while changing
         core::ptr::write_volatile(p, address as u32);

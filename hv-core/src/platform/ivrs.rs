@@ -1,6 +1,6 @@
 //! The ACPI IVRS table (AMD I/O Virtualization Technology specification,
-//! §5): the IOMMUs (IVHD blocks) and the devices each translates (IO-1,
-//! IO-9).
+//! §5): the IOMMUs (IVHD blocks) and the devices each translates (PDEV-1,
+//! PDEV-9).
 //!
 //! Portable and host-tested. An IVRS may describe one IOMMU several times
 //! (IVHD types 10h, 11h, 40h); hv-core uses the type-10h blocks, or the
@@ -8,6 +8,13 @@
 //! blocks (types 20h–22h) are accepted and skipped. An unknown block type,
 //! an unknown device-entry type, an IVHD that names no device or anything
 //! running past its block makes the table unusable ([`IvrsError`]).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -122,13 +129,13 @@ fn parse_entries(t: &[u8], mut off: usize, end: usize, unit: &mut Ivhd) -> Resul
         let len = match kind {
             0..=63 => 4,
             64..=127 => 8,
-            240 => 22 + usize::from(t.u8_at(off + 21).ok_or(bad)?),
+            240 => 22 + usize::from(t.u8_at(off.saturating_add(21)).ok_or(bad)?),
             _ => return Err(IvrsError::UnknownEntry { kind, offset: off }),
         };
-        if off + len > end {
+        if off.saturating_add(len) > end {
             return Err(bad);
         }
-        let id = t.u16_at(off + 1).ok_or(bad)?;
+        let id = t.u16_at(off.saturating_add(1)).ok_or(bad)?;
         match kind {
             0 => {}
             1 => unit.all = true,
@@ -152,9 +159,9 @@ fn parse_entries(t: &[u8], mut off: usize, end: usize, unit: &mut Ivhd) -> Resul
             66 => unit.ranges.push(DeviceRange {
                 first: id,
                 last: id,
-                alias: Some(t.u16_at(off + 5).ok_or(bad)?),
+                alias: Some(t.u16_at(off.saturating_add(5)).ok_or(bad)?),
             }),
-            67 => range_start = Some((id, Some(t.u16_at(off + 5).ok_or(bad)?))),
+            67 => range_start = Some((id, Some(t.u16_at(off.saturating_add(5)).ok_or(bad)?))),
             70 => unit.ranges.push(DeviceRange {
                 first: id,
                 last: id,
@@ -165,7 +172,7 @@ fn parse_entries(t: &[u8], mut off: usize, end: usize, unit: &mut Ivhd) -> Resul
             72 | 240 => {}
             _ => return Err(IvrsError::UnknownEntry { kind, offset: off }),
         }
-        off += len;
+        off = off.saturating_add(len);
     }
     if range_start.is_some() {
         return Err(IvrsError::Malformed { offset: end });
@@ -190,7 +197,7 @@ pub fn parse_ivrs(table: &[u8]) -> Result<Ivrs, IvrsError> {
     while off < table.len() {
         let bad = IvrsError::Malformed { offset: off };
         let kind = table.u8_at(off).ok_or(bad)?;
-        let len = usize::from(table.u16_at(off + 2).ok_or(bad)?);
+        let len = usize::from(table.u16_at(off.saturating_add(2)).ok_or(bad)?);
         let end = off.checked_add(len).ok_or(bad)?;
         if len < 4 || end > table.len() {
             return Err(bad);
@@ -201,21 +208,21 @@ pub fn parse_ivrs(table: &[u8]) -> Result<Ivrs, IvrsError> {
                 if len < entries {
                     return Err(bad);
                 }
-                let base = table.u64_at(off + 8).ok_or(bad)?;
+                let base = table.u64_at(off.saturating_add(8)).ok_or(bad)?;
                 if base == 0 || base % 4096 != 0 {
                     return Err(IvrsError::BadUnitBase { base });
                 }
                 let mut unit = Ivhd {
                     kind,
-                    flags: table.u8_at(off + 1).ok_or(bad)?,
-                    iommu_rid: table.u16_at(off + 4).ok_or(bad)?,
-                    capability_offset: table.u16_at(off + 6).ok_or(bad)?,
+                    flags: table.u8_at(off.saturating_add(1)).ok_or(bad)?,
+                    iommu_rid: table.u16_at(off.saturating_add(4)).ok_or(bad)?,
+                    capability_offset: table.u16_at(off.saturating_add(6)).ok_or(bad)?,
                     base,
-                    segment: table.u16_at(off + 16).ok_or(bad)?,
+                    segment: table.u16_at(off.saturating_add(16)).ok_or(bad)?,
                     all: false,
                     ranges: Vec::new(),
                 };
-                parse_entries(table, off + entries, end, &mut unit)?;
+                parse_entries(table, off.saturating_add(entries), end, &mut unit)?;
                 if !unit.all && unit.ranges.is_empty() {
                     return Err(IvrsError::UnitWithoutDevices { base });
                 }
@@ -250,6 +257,13 @@ impl Ivrs {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 pub(crate) mod tests {
     use super::*;
     use crate::platform::acpi::tests::table;

@@ -1,7 +1,7 @@
 //! The machine's own platform, live: its ACPI tables read through the
 //! direct map, its PCI functions through ECAM, the IOMMUs brought up, and
 //! the decisions made at start of day (who owns which function, which
-//! frames are I/O frames) (IO-1, IO-2, IO-4, IO-9).
+//! frames are I/O frames) (PDEV-1, PDEV-2, PDEV-4, PDEV-9).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -97,7 +97,7 @@ impl ConfigSpace for Ecam {
             return;
         };
         // SAFETY: as for `read`; callers filter what the driver domain may
-        // write (IO-3).
+        // write (PDEV-3).
         unsafe {
             match width {
                 Width::Byte => core::ptr::write_volatile(va as *mut u8, value as u8),
@@ -136,7 +136,7 @@ pub fn driver_functions() -> impl Iterator<Item = &'static PciFunction> {
         .filter(|f| f.owner == DeviceOwner::Driver)
 }
 
-/// The driver domain's function at `bdf` (IO-2: others do not exist for it).
+/// The driver domain's function at `bdf` (PDEV-2: others do not exist for it).
 pub fn driver_function(bdf: Bdf) -> Option<&'static PciFunction> {
     driver_functions().find(|f| f.bdf == bdf)
 }
@@ -146,7 +146,7 @@ pub fn config() -> Option<&'static Ecam> {
     PLATFORM.get()?.ecam.as_ref()
 }
 
-/// Whether `mfn` is an I/O frame the driver domain may map (IO-4).
+/// Whether `mfn` is an I/O frame the driver domain may map (PDEV-4).
 pub fn io_frame_permitted(mfn: u64) -> bool {
     PLATFORM.get().is_some_and(|p| p.io_frames.permits(mfn))
 }
@@ -331,7 +331,7 @@ fn find_remapping(
     result.unwrap_or_else(Remapping::None)
 }
 
-/// Start of day (IO-1, IO-2, IO-6, IO-9), after the boot domains exist:
+/// Start of day (PDEV-1, PDEV-2, PDEV-6, PDEV-9), after the boot domains exist:
 /// finds the CPUs, the PCI functions and the IOMMUs, assigns functions to the
 /// driver domain, builds its DMA space and turns translation on.
 pub fn init(iommu_off: bool, policy: &Dom0Pci) {
@@ -476,7 +476,7 @@ fn build_driver_space(
         };
         d0.p2m.clone()
     };
-    // Its page tables are never writable by DMA (IO-6).
+    // Its page tables are never writable by DMA (PDEV-6).
     let writable: Vec<bool> = {
         let frames = crate::mm::live::FRAMES.lock();
         let Some(frames) = frames.as_ref() else {

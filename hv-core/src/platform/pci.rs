@@ -1,4 +1,4 @@
-//! PCI functions as hv-core sees them (IO-1 .. IO-4): enumeration through
+//! PCI functions as hv-core sees them (PDEV-1 .. PDEV-4): enumeration through
 //! a [`ConfigSpace`], BAR sizing, the capabilities hv-core cares about
 //! (MSI, MSI-X, virtio's configuration-access window), who owns each
 //! function, the filter on the driver domain's configuration writes, and
@@ -14,6 +14,13 @@
 //! - [`filter_config_write`] never lets a write reach a BAR, the expansion
 //!   ROM, the header's read-only fields, or an interrupt-programming
 //!   capability.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -126,7 +133,7 @@ pub const CMD_IO: u16 = 1 << 0;
 pub const CMD_MEMORY: u16 = 1 << 1;
 pub const CMD_BUS_MASTER: u16 = 1 << 2;
 pub const CMD_INTX_DISABLE: u16 = 1 << 10;
-/// Command bits the driver domain may change (IO-3): I/O, memory, bus
+/// Command bits the driver domain may change (PDEV-3): I/O, memory, bus
 /// master, parity, SERR, INTx disable.
 pub const CMD_GUEST_WRITABLE: u16 =
     CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | (1 << 6) | (1 << 8) | CMD_INTX_DISABLE;
@@ -159,7 +166,7 @@ impl Bar {
         if !self.present() || self.io {
             return None;
         }
-        let end = self.address.checked_add(self.size - 1)?;
+        let end = self.address.checked_add(self.size.checked_sub(1)?)?;
         Some((self.address / PAGE_SIZE, end / PAGE_SIZE))
     }
 }
@@ -192,11 +199,15 @@ impl Msix {
 
     /// Machine address range `[start, end)` of the pending-bit array.
     pub fn pba_range(&self, bars: &[Bar; PHYSDEV_BARS]) -> Option<(u64, u64)> {
-        Self::region(bars, self.pba, u64::from(self.entries).div_ceil(64) * 8)
+        Self::region(
+            bars,
+            self.pba,
+            u64::from(self.entries).div_ceil(64).saturating_mul(8),
+        )
     }
 }
 
-/// Who a function belongs to (IO-2).
+/// Who a function belongs to (PDEV-2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceOwner {
     /// hv-core keeps it (bridges, the IOMMU).
@@ -236,7 +247,7 @@ pub struct PciFunction {
     pub msi_vectors: u16,
     pub msix: Option<Msix>,
     /// Configuration-space ranges `[start, end)` the driver domain may not
-    /// write (IO-3), beyond the header rules.
+    /// write (PDEV-3), beyond the header rules.
     pub write_denied: heapless::Vec<(u16, u16), 8>,
     pub owner: DeviceOwner,
 }
@@ -309,6 +320,9 @@ impl PciFunction {
 
 /// Sizes the BARs of a type-0 function. Memory and I/O decoding are off
 /// while it does, and the command register is restored afterwards.
+// `i` stays below PHYSDEV_BARS and register offsets below 0x28: the
+// arithmetic and indexing here cannot overflow or go out of bounds.
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 fn size_bars(cfg: &dyn ConfigSpace, bdf: Bdf) -> [Bar; PHYSDEV_BARS] {
     let mut bars = [Bar::default(); PHYSDEV_BARS];
     let command = cfg.read(bdf, REG_COMMAND, Width::Word) as u16;
@@ -399,7 +413,7 @@ fn read_function(cfg: &dyn ConfigSpace, bdf: Bdf, vendor: u16) -> PciFunction {
     let mut ptr = cfg.read(bdf, REG_CAP_PTR, Width::Byte) as u8 & 0xfc;
     let mut seen = 0;
     while ptr >= 0x40 && seen < MAX_CAPS {
-        seen += 1;
+        seen = seen.saturating_add(1);
         let header = cfg.read(bdf, u16::from(ptr), Width::Dword);
         let id = header as u8;
         let next = (header >> 8) as u8 & 0xfc;
@@ -417,14 +431,14 @@ fn read_function(cfg: &dyn ConfigSpace, bdf: Bdf, vendor: u16) -> PciFunction {
                     (false, true) => 20,
                     (true, true) => 24,
                 };
-                let _ = f.write_denied.push((at, at + len));
+                let _ = f.write_denied.push((at, at.saturating_add(len)));
             }
             CAP_MSIX if f.msix.is_none() => {
                 let table = cfg.read(bdf, at + 4, Width::Dword);
                 let pba = cfg.read(bdf, at + 8, Width::Dword);
                 f.msix = Some(Msix {
                     cap: ptr,
-                    entries: (control & 0x7ff) + 1,
+                    entries: (control & 0x7ff).saturating_add(1),
                     table,
                     pba,
                 });
@@ -434,7 +448,7 @@ fn read_function(cfg: &dyn ConfigSpace, bdf: Bdf, vendor: u16) -> PciFunction {
                 let cap_len = (header >> 16) as u8;
                 let cfg_type = (header >> 24) as u8;
                 if cfg_type == VIRTIO_PCI_CAP_PCI_CFG {
-                    let end = (at + u16::from(cap_len.max(20))).min(256);
+                    let end = at.saturating_add(u16::from(cap_len.max(20))).min(256);
                     let _ = f.write_denied.push((at, end));
                 }
             }
@@ -476,7 +490,7 @@ pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciFunction>
 /// Most functions a `dom0_pci=` list names.
 pub const MAX_DOM0_PCI: usize = 16;
 
-/// `dom0_pci=` (IO-2).
+/// `dom0_pci=` (PDEV-2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dom0Pci {
     /// Every function hv-core does not keep (the default).
@@ -504,11 +518,11 @@ impl Dom0Pci {
                 let mut len = 0usize;
                 for part in s.split('+') {
                     let bdf = Bdf::parse(part)?;
-                    if devices[..len].contains(&bdf) {
+                    if devices.get(..len).is_some_and(|d| d.contains(&bdf)) {
                         continue;
                     }
                     *devices.get_mut(len)? = bdf;
-                    len += 1;
+                    len = len.saturating_add(1);
                 }
                 Some(Self::List {
                     devices,
@@ -527,7 +541,7 @@ impl Dom0Pci {
     }
 }
 
-/// Decides every function's owner (IO-2). `devices_allowed` is false when
+/// Decides every function's owner (PDEV-2). `devices_allowed` is false when
 /// no usable IOMMU protects DMA and `iommu=off` was not given: then nothing
 /// is assigned. Returns the listed functions that are absent or kept.
 pub fn assign(
@@ -564,7 +578,7 @@ pub fn assign(
 }
 
 /// Programs `f`'s MSI capability with one vector (`address`, `data`) and
-/// enables it (IO-5). False if it has no MSI capability.
+/// enables it (PDEV-5). False if it has no MSI capability.
 pub fn enable_msi(cfg: &dyn ConfigSpace, f: &PciFunction, address: u64, data: u16) -> bool {
     let Some(cap) = f.msi_cap else {
         return false;
@@ -614,7 +628,7 @@ pub fn enable_msix(cfg: &dyn ConfigSpace, f: &PciFunction) -> bool {
     true
 }
 
-/// Checks a configuration access's shape (IO-3): width 1, 2 or 4, aligned,
+/// Checks a configuration access's shape (PDEV-3): width 1, 2 or 4, aligned,
 /// inside the 4 KiB space.
 pub fn check_access(offset: u16, size: u8) -> Result<Width, Errno> {
     let width = Width::from_size(size).ok_or(Errno::EINVAL)?;
@@ -630,7 +644,7 @@ fn header_byte_writable(offset: u16) -> bool {
     matches!(offset, 0x04..=0x07 | 0x0c | 0x0d | 0x3c)
 }
 
-/// Filters a driver-domain configuration write (IO-3). Returns the value to
+/// Filters a driver-domain configuration write (PDEV-3). Returns the value to
 /// write, or `-EPERM`. `current_command` is the command register now (its
 /// bits outside [`CMD_GUEST_WRITABLE`] are kept).
 pub fn filter_config_write(
@@ -640,7 +654,7 @@ pub fn filter_config_write(
     value: u32,
     current_command: u16,
 ) -> Result<u32, Errno> {
-    let end = offset + width.bytes();
+    let end = offset.saturating_add(width.bytes());
     if offset < 0x40 && !(offset..end).all(header_byte_writable) {
         return Err(Errno::EPERM);
     }
@@ -652,7 +666,7 @@ pub fn filter_config_write(
     }
     // The command register: only the writable bits come from `value`.
     if offset <= REG_COMMAND && REG_COMMAND < end {
-        let shift = u32::from(REG_COMMAND - offset) * 8;
+        let shift = u32::from(REG_COMMAND.saturating_sub(offset)).saturating_mul(8);
         let keep = u32::from(!CMD_GUEST_WRITABLE) << shift;
         let cmd_now = u32::from(current_command) << shift;
         let mask_bits = match width {
@@ -670,7 +684,7 @@ pub fn filter_config_write(
     Ok(value)
 }
 
-/// Machine-frame ranges (inclusive) for the driver domain's MMIO (IO-4).
+/// Machine-frame ranges (inclusive) for the driver domain's MMIO (PDEV-4).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IoFrames {
     /// Frames of assigned functions' memory BARs.
@@ -686,7 +700,7 @@ impl IoFrames {
     pub fn build(functions: &[PciFunction], hv_regions: &[(u64, u64)]) -> Self {
         let mut rules = Self::default();
         let frames_of = |start: u64, end: u64| -> Option<(u64, u64)> {
-            (end > start).then(|| (start / PAGE_SIZE, (end - 1) / PAGE_SIZE))
+            (end > start).then(|| (start / PAGE_SIZE, end.saturating_sub(1) / PAGE_SIZE))
         };
         for f in functions {
             for bar in &f.bars {
@@ -732,6 +746,13 @@ impl IoFrames {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 pub(crate) mod tests {
     use super::*;
     use core::cell::RefCell;

@@ -1,5 +1,5 @@
 //! Which of hv-core's interrupt vectors carries which device interrupt
-//! (IO-5): a fixed table of the device vectors, each free or bound to one
+//! (PDEV-5): a fixed table of the device vectors, each free or bound to one
 //! MSI or MSI-X entry of one function and to one event-channel port.
 //! Portable bookkeeping; programming the device is the caller's.
 //!
@@ -7,6 +7,13 @@
 //! - A function's MSI, or one of its MSI-X entries, holds at most one
 //!   vector.
 //! - Only vectors in `FIRST..=LAST` are ever handed out.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use hypercall_abi::evtchn::Port;
 use hypercall_abi::{DomId, Errno};
@@ -55,7 +62,7 @@ impl VectorTable {
     fn slot(vector: u8) -> Option<usize> {
         (FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR)
             .contains(&vector)
-            .then(|| usize::from(vector - FIRST_DEVICE_VECTOR))
+            .then(|| usize::from(vector.wrapping_sub(FIRST_DEVICE_VECTOR)))
     }
 
     /// Whether `vector` is one of the device vectors.
@@ -74,7 +81,8 @@ impl VectorTable {
             .iter()
             .position(Option::is_none)
             .ok_or(Errno::ENOSPC)?;
-        Ok(FIRST_DEVICE_VECTOR + free as u8)
+        // `free` < VECTORS, so the sum stays a device vector.
+        Ok(FIRST_DEVICE_VECTOR.wrapping_add(free as u8))
     }
 
     /// Records `binding` on a vector [`VectorTable::reserve`] returned.
@@ -100,12 +108,19 @@ impl VectorTable {
             .iter()
             .enumerate()
             .filter(|(_, b)| b.is_some_and(|b| b.dom == dom))
-            .map(|(i, _)| FIRST_DEVICE_VECTOR + i as u8)
+            .map(|(i, _)| FIRST_DEVICE_VECTOR.wrapping_add(i as u8))
             .collect()
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
