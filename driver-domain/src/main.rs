@@ -1,22 +1,36 @@
 //! Paravane's driver domain (domain 0).
 //!
-//! For now it announces itself, then waits for every other domain to end and
-//! powers off — which, holding `MACHINE_POWER`, ends the machine. It binds
-//! `VIRQ_DOM_EXC` (raised whenever another domain shuts down or crashes) and
-//! blocks between checks of `domctl(DOMCTL_GET_INFO)`, so it uses no CPU
-//! while guests run. Device drivers, backends and the toolstack come later.
+//! It announces itself; given devices (module argument `devices=1`), it
+//! brings up the ones hv-core assigned to it (virtio-blk, NVMe, virtio-net;
+//! see [`devices`]) and runs their self-tests; `dma-attack=1` runs the DMA
+//! isolation test ([`attack`]), `bench=1` the device figures ([`bench`]),
+//! `grant-dma=1` the grants-in-the-IOMMU test ([`grant_dma`]).
+//! Then it waits for every other domain to end and powers off — which,
+//! holding `MACHINE_POWER`, ends the machine. It binds `VIRQ_DOM_EXC`
+//! (raised whenever another domain shuts down or crashes) and blocks between
+//! checks of `domctl(DOMCTL_GET_INFO)`, so it uses no CPU while guests run.
+//! Backends and the toolstack come later.
+//!
+//! The drivers themselves are the `driver_domain` library (host-tested);
+//! this binary adds the hardware side ([`hw`]).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
+mod attack;
 mod backend;
+mod bench;
+mod devices;
+mod grant_dma;
+mod hw;
 
 use hypercall_abi::domctl::DOMAIN_STATE_RUNNING;
 use hypercall_abi::evtchn::VIRQ_DOM_EXC;
 use hypercall_abi::sched::SHUTDOWN_POWEROFF;
 use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::{DomId, Errno};
+use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::events::{self, Port};
 use pv_guest_kit::hypercall::{domctl_get_info, shutdown};
 use pv_guest_kit::println;
@@ -28,6 +42,13 @@ fn kmain(si: &'static StartInfo) {
         "driver domain up: Paravane ABI {}.{}, {} pages, capabilities {:#x}",
         si.abi_major, si.abi_minor, si.nr_pages, si.capabilities
     );
+    let args = Args::new(si.cmdline_str());
+    let flag = |key| args.get_u64(key).unwrap_or(0) != 0;
+    if flag("grant-dma") {
+        run_grant_dma(si);
+    } else if flag("devices") || flag("dma-attack") || flag("bench") {
+        run_devices(si, flag("dma-attack"), flag("bench"));
+    }
     let port = match events::bind_virq(VIRQ_DOM_EXC) {
         Ok(port) => port,
         Err(err) => panic!("driver: cannot bind VIRQ_DOM_EXC: {err}"),
@@ -41,6 +62,70 @@ fn kmain(si: &'static StartInfo) {
     });
     println!("driver: no guests left, powering off");
     shutdown(SHUTDOWN_POWEROFF);
+}
+
+/// Brings the devices up and runs the self-tests, the attack or the
+/// benchmarks. Failures are reported, never fatal: the domain still has to
+/// power the machine off.
+fn run_devices(si: &StartInfo, attack_mode: bool, bench_mode: bool) {
+    let tsc_hz = hw::clock::tsc_hz(si);
+    let mut devs = match devices::bring_up(tsc_hz) {
+        Ok(devs) => devs,
+        Err(err) => return println!("dd: cannot list devices: {err}"),
+    };
+    println!("dd: {} device(s) assigned", devs.listed.len());
+    if attack_mode {
+        let invisible = attack::unassigned_are_invisible(&devs);
+        let blocked = attack::run(&mut devs);
+        println!(
+            "dd: dma-attack: {}",
+            if invisible && blocked {
+                "all checks passed"
+            } else {
+                "FAILED"
+            }
+        );
+        return;
+    }
+    let mut passed = true;
+    let dma = &mut devs.dma;
+    if let Some((disk, port)) = devs.vblk.as_mut() {
+        passed &=
+            devices::disk_self_test("virtio-blk", disk, *port, dma, tsc_hz, 2048, 256).is_ok();
+    }
+    if let Some((disk, port)) = devs.nvme.as_mut() {
+        passed &= devices::disk_self_test("nvme", disk, *port, dma, tsc_hz, 2048, 256).is_ok();
+    }
+    if let Some((nic, port)) = devs.vnet.as_mut() {
+        passed &= devices::arp_self_test(nic, *port, tsc_hz);
+    }
+    println!(
+        "dd: device self-tests {}",
+        if passed { "passed" } else { "FAILED" }
+    );
+    if bench_mode {
+        println!("dd bench: TSC {} Hz", tsc_hz);
+        if let Some((disk, _)) = devs.vblk.as_mut() {
+            bench::block("dd_virtio_blk", disk, dma, tsc_hz);
+        }
+        if let Some((disk, _)) = devs.nvme.as_mut() {
+            bench::block("dd_nvme_blk", disk, dma, tsc_hz);
+        }
+        if let Some((nic, _)) = devs.vnet.as_mut() {
+            bench::net(nic, tsc_hz);
+        }
+    }
+}
+
+/// Brings the devices up and runs the grant-DMA test ([`grant_dma`]).
+fn run_grant_dma(si: &StartInfo) {
+    let tsc_hz = hw::clock::tsc_hz(si);
+    match devices::bring_up(tsc_hz) {
+        Ok(mut devs) => {
+            grant_dma::run(&mut devs);
+        }
+        Err(err) => println!("dd: cannot list devices: {err}"),
+    }
 }
 
 /// `VIRQ_DOM_EXC` handler: nothing to do, the wait re-checks.

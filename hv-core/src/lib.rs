@@ -20,6 +20,7 @@ pub mod grant;
 pub mod guest_memory;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+pub mod iommu;
 pub mod loader;
 #[cfg(target_os = "none")]
 pub mod machine;

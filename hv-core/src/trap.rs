@@ -48,6 +48,19 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if v == u64::from(SPURIOUS_VECTOR) {
         return;
     }
+    if v == u64::from(crate::iommu::live::FAULT_VECTOR) {
+        lapic::eoi();
+        crate::iommu::live::fault_interrupt();
+        return;
+    }
+    if v >= 32 && crate::platform::irq::dispatch(v as u8) {
+        lapic::eoi();
+        // The driver domain, woken boosted, preempts what runs here now.
+        if frame.from_guest() {
+            sched::on_kick_or_tick();
+        }
+        return;
+    }
     if v >= 32 {
         lapic::eoi();
         log::warn!("unexpected interrupt vector {v}");

@@ -133,6 +133,8 @@ pub const EVTCHNSTAT_CLOSED: u32 = 0;
 pub const EVTCHNSTAT_UNBOUND: u32 = 1;
 /// Connected to a remote port.
 pub const EVTCHNSTAT_INTERDOMAIN: u32 = 2;
+/// Bound to a device interrupt (`PHYSDEVOP_BIND_MSI`, PDEV-5; since 0.5).
+pub const EVTCHNSTAT_PIRQ: u32 = 3;
 /// Bound to a VIRQ.
 pub const EVTCHNSTAT_VIRQ: u32 = 4;
 /// Bound to an IPI.

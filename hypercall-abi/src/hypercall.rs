@@ -83,6 +83,8 @@ hypercall_table! {
     15 => SetTimerOp,
     /// `vcpu_op(cmd, vcpu, arg)`: secondary vCPUs up/down, run state (HC-21, since 0.5).
     16 => VcpuOp,
+    /// `physdev_op(cmd, arg)`: the driver domain's PCI devices, their interrupts and IOMMU space (PDEV-*, since 0.5).
+    17 => PhysdevOp,
     /// `devbus_op(cmd, arg)`: device records for split drivers (DEV-*), since 0.5.
     18 => DevbusOp,
 }
@@ -118,6 +120,8 @@ bitflags! {
         /// devbus records and `VIRQ_DEVBUS` (DEV-*), since 0.5. (Bit 16 so
         /// that the other 0.5 additions can take the next bits.)
         const DEVBUS = 1 << 16;
+        /// `physdev_op`: assigned PCI devices, MSI as events, the IOMMU (PDEV-*, since 0.5).
+        const PHYSDEV = 1 << 12;
     }
 }
 

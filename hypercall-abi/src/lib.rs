@@ -27,6 +27,7 @@ pub mod machine;
 pub mod mm;
 pub mod multicall;
 pub mod netif;
+pub mod physdev;
 pub mod ring;
 pub mod sched;
 pub mod shared_info;

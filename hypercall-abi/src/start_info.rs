@@ -28,6 +28,9 @@ bitflags! {
         /// May create and destroy devbus records (DEV-2), since 0.5. Bit 8
         /// leaves 3..8 to the other 0.5 capabilities.
         const DEVBUS_ADMIN = 1 << 8;
+        /// May use `physdev_op`: its assigned PCI devices, their interrupts and
+        /// MMIO, its IOMMU space (PDEV-*, since 0.5). Held by the driver domain.
+        const DEVICES = 1 << 3;
     }
 }
 

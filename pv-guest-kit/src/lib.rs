@@ -20,6 +20,7 @@
 //! - [`grants`]: grant tables — lending frames ([`grants::GrantTable`]),
 //!   mapping and copying others' ([`grants::map_grant_ref`],
 //!   [`grants::grant_copy`]).
+//! - [`physdev`]: the driver domain's devices (physdev_op, MMIO mappings).
 //! - [`ring`]: shared rings over a granted page with an event channel
 //!   ([`ring::Frontend`], [`ring::Backend`]).
 //! - [`smp`]: secondary vCPUs ([`smp::start_vcpu`]) and a spin lock.
@@ -58,6 +59,7 @@ pub mod hypercall;
 pub mod logger;
 pub mod mm;
 pub mod note;
+pub mod physdev;
 pub mod ring;
 pub mod smp;
 pub mod start;

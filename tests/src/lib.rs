@@ -121,6 +121,19 @@ pub enum Expect {
     },
 }
 
+/// A raw disk image created fresh (all zeros) in the scenario's scratch
+/// directory before each boot; never committed.
+#[derive(Clone, Copy, Debug)]
+pub struct Disk {
+    /// File name inside the scratch directory (`[A-Za-z0-9._-]`).
+    pub file_name: &'static str,
+    /// Size in MiB.
+    pub size_mib: u32,
+}
+
+/// Placeholder in [`Scenario::qemu_args`] for the scratch directory.
+pub const SCRATCH: &str = "{scratch}";
+
 /// One QEMU boot: hv-core, its command line, its modules, and what must happen.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -138,6 +151,12 @@ pub struct Scenario {
     pub smp: u32,
     /// Guest RAM in MiB (`-m`).
     pub mem_mib: u32,
+    /// Extra QEMU arguments (devices, IOMMU, networks), in order. `{scratch}`
+    /// stands for the scenario's scratch directory (root-relative), where the
+    /// [`Disk`] images are.
+    pub qemu_args: &'static [&'static str],
+    /// Disk images xtask creates, zero-filled, before every boot.
+    pub disks: &'static [Disk],
     /// Seconds QEMU may run before it is killed and the scenario fails.
     pub timeout_secs: u64,
     /// Expected QEMU exit status, usually `qemu_status(EXIT_POWEROFF)` (33).
@@ -219,6 +238,32 @@ mod tests {
                     !n.contains(['/', ' ', ',']),
                     "{}: bad file name {n}",
                     s.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn disks_are_named_safely_and_used() {
+        for s in scenarios() {
+            for (i, d) in s.disks.iter().enumerate() {
+                assert!(
+                    !d.file_name.is_empty()
+                        && d.file_name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                    "{}: bad disk name {}",
+                    s.name,
+                    d.file_name
+                );
+                assert!(d.size_mib > 0);
+                assert!(s.disks[..i].iter().all(|e| e.file_name != d.file_name));
+                let path = format!("{SCRATCH}/{}", d.file_name);
+                assert!(
+                    s.qemu_args.iter().any(|a| a.contains(&path)),
+                    "{}: disk {} is never attached",
+                    s.name,
+                    d.file_name
                 );
             }
         }

@@ -11,7 +11,7 @@
 use hypercall_abi::machine::{qemu_status, EXIT_POWEROFF};
 
 use crate::elf_mutations::{entry_outside, not_elf, overlapping_segments, truncate};
-use crate::{Expect, Image, Kind, Module, Scenario};
+use crate::{Disk, Expect, Image, Kind, Module, Scenario};
 
 /// hv-core command line shared by every scenario; every test boot runs the
 /// frame-table audit (SPEC MM-8).
@@ -27,6 +27,58 @@ const DRIVER: Module = Module {
     image: Image::Guest("driver-domain"),
     args: "name=driver mem=16M",
 };
+
+/// hv-core command line of the device scenarios: the IOMMU is required and
+/// domain 0 gets every device hv-core does not keep (PDEV-2).
+const HV_CMDLINE_DD: &str = "loglvl=info audit=1 iommu=on dom0_pci=all";
+
+/// Module 1 of the device scenarios: the driver domain, with room for DMA
+/// buffers.
+const DRIVER_DD: Module = Module {
+    image: Image::Guest("driver-domain"),
+    args: "name=driver mem=32M -- devices=1",
+};
+
+/// The two disks of the device scenarios.
+const DD_DISKS: &[Disk] = &[
+    Disk {
+        file_name: "vblk.img",
+        size_mib: 8,
+    },
+    Disk {
+        file_name: "nvme.img",
+        size_mib: 8,
+    },
+];
+
+/// The devices of the device scenarios, after the IOMMU: virtio-blk at
+/// 00:03.0, NVMe at 00:04.0, virtio-net (QEMU user networking) at 00:05.0.
+/// Virtio goes through the IOMMU only with `iommu_platform=on`.
+macro_rules! dd_devices {
+    ($iommu:literal) => {
+        [
+            "-device",
+            $iommu,
+            "-drive",
+            "file={scratch}/vblk.img,if=none,id=vblk,format=raw",
+            "-device",
+            "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
+            "-drive",
+            "file={scratch}/nvme.img,if=none,id=nvme,format=raw",
+            "-device",
+            "nvme,drive=nvme,serial=paravane0,addr=04.0",
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+        ]
+    };
+}
+const DD_DEVICES_VTD: [&str; 14] = dd_devices!("intel-iommu");
+/// The same devices without an IOMMU (the first pair of arguments repeats a
+/// harmless `-device`: QEMU's default VGA, as on the IOMMU machines).
+const DD_DEVICES_NO_IOMMU: [&str; 14] = dd_devices!("VGA");
+const DD_DEVICES_AMDVI: [&str; 14] = dd_devices!("amd-iommu");
 
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
@@ -77,6 +129,8 @@ macro_rules! xsa {
             ],
             smp: $smp,
             mem_mib: 256,
+            qemu_args: &[],
+            disks: &[],
             timeout_secs: 60,
             exit_status: POWEROFF,
             expect: &[
@@ -115,6 +169,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -145,6 +201,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -182,6 +240,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -208,6 +268,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -236,6 +298,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -262,6 +326,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -296,6 +362,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -355,6 +423,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -394,6 +464,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -432,6 +504,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -481,6 +555,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 4,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 90,
         exit_status: POWEROFF,
         expect: &[
@@ -529,6 +605,8 @@ pub(crate) static ALL: &[Scenario] = &[
         // the host's scheduling out of the figures on a 2-core CI machine.
         smp: 3,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 90,
         exit_status: POWEROFF,
         expect: &[
@@ -587,6 +665,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 60,
         exit_status: POWEROFF,
         expect: &[
@@ -616,6 +696,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 180,
         exit_status: POWEROFF,
         expect: &[
@@ -649,6 +731,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 300,
         exit_status: POWEROFF,
         expect: &[
@@ -678,6 +762,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 2,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 300,
         exit_status: POWEROFF,
         expect: &[
@@ -708,6 +794,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 300,
         exit_status: POWEROFF,
         expect: &[
@@ -734,6 +822,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 300,
         exit_status: POWEROFF,
         expect: &[
@@ -759,6 +849,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -807,6 +899,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -856,6 +950,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
         timeout_secs: 120,
         exit_status: POWEROFF,
         expect: &[
@@ -1101,6 +1197,195 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("crashed")
         ]
     ),
+    Scenario {
+        name: "dd-vtd",
+        about: "q35 with an Intel IOMMU: domain 0 drives virtio-blk, NVMe and virtio-net behind VT-d",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[DRIVER_DD],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: VT-d"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042"),
+            Expect::Line("(hv) pci: 00:04.0 1b36:0010"),
+            Expect::Line("(hv) pci: 00:05.0 1af4:1041"),
+            Expect::Line("(d0) dd: 00:03.0 virtio-blk: "),
+            Expect::Line("(d0) dd: 00:04.0 nvme: "),
+            Expect::Line("(d0) dd: 00:05.0 virtio-net: MAC 52:54:00:"),
+            Expect::Line("(d0) dd: virtio-blk: wrote and read back 256 patterned sectors at 2048: all match"),
+            Expect::Line("(d0) dd: nvme: wrote and read back 256 patterned sectors at 2048: all match"),
+            Expect::Line("10.0.2.2 is at 52:55:0a:00:02:02"),
+            Expect::Line("(d0) dd: device self-tests passed"),
+            Expect::Absent("FAILED"),
+            Expect::Absent("DMA fault"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-amdvi",
+        about: "q35 with an AMD IOMMU: domain 0 drives virtio-blk, NVMe and virtio-net behind AMD-Vi",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[DRIVER_DD],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_AMDVI,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: AMD-Vi"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042"),
+            Expect::Line("(hv) pci: 00:04.0 1b36:0010"),
+            Expect::Line("(hv) pci: 00:05.0 1af4:1041"),
+            Expect::Line("(d0) dd: 00:03.0 virtio-blk: "),
+            Expect::Line("(d0) dd: 00:04.0 nvme: "),
+            Expect::Line("(d0) dd: 00:05.0 virtio-net: MAC 52:54:00:"),
+            Expect::Line("(d0) dd: virtio-blk: wrote and read back 256 patterned sectors at 2048: all match"),
+            Expect::Line("(d0) dd: nvme: wrote and read back 256 patterned sectors at 2048: all match"),
+            Expect::Line("10.0.2.2 is at 52:55:0a:00:02:02"),
+            Expect::Line("(d0) dd: device self-tests passed"),
+            Expect::Absent("FAILED"),
+            Expect::Absent("DMA fault"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-no-iommu",
+        about: "Devices but no IOMMU and no iommu=off: hv-core says so and assigns nothing; domain 0 still runs",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[DRIVER],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_NO_IOMMU,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) warning: iommu: no DMAR or IVRS table: no device is assigned"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042 class 01.00.00 owner -"),
+            Expect::Line("(hv) pci: 00:04.0 1b36:0010 class 01.08.02 owner -"),
+            Expect::Line("(hv) pci: 00:00.0 8086:29c0 class 06.00.00 owner hv"),
+            Expect::Absent("owner d0"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-iommu-off",
+        about: "iommu=off given explicitly: devices are assigned without DMA protection, with a warning; domain 0 drives them with machine addresses",
+        kind: Kind::Test,
+        hv_cmdline: "loglvl=info audit=1 iommu=off",
+        modules: &[DRIVER_DD],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_NO_IOMMU,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) warning: iommu: off (iommu=off): the driver domain's devices can DMA anywhere"),
+            Expect::Line("(hv) pci: 00:03.0 1af4:1042 class 01.00.00 owner d0"),
+            Expect::Line("(d0) dd: device self-tests passed"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "dd-grant-dma",
+        about: "A guest grants domain 0 a frame; domain 0 places it in its IOMMU space, a disk DMAs into it, and the grant unmap removes it from the IOMMU space first",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- grant-dma=1",
+            },
+            Module {
+                image: Image::Guest("grant-dma"),
+                args: "name=granter mem=4M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) grant-dma: granted domain 0 frame"),
+            Expect::Line("(d0) dd: grant-dma: domain 1's gref 0 mapped and placed at bus address"),
+            Expect::Line("(d0) dd: grant-dma: DMA into the granted frame arrived"),
+            Expect::Line("(d1) grant-dma: the device's data arrived in the granted frame"),
+            Expect::Line("(hv) warning: iommu: DMA fault: 00:03.0 write "),
+            Expect::Line("(d0) dd: grant-dma: all checks passed"),
+            Expect::Line("(d1) grant-dma: grant ended; nothing reached the frame afterwards"),
+            Expect::Line("(hv) d1 'granter': shut down (poweroff)"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "dd-bench",
+        about: "Domain 0 measures its disks (sequential MiB/s, random 4 KiB IOPS at depth 1 and 32) and NIC (frames/s) behind VT-d and prints BENCH lines",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[Module {
+            image: Image::Guest("driver-domain"),
+            args: "name=driver mem=32M -- bench=1",
+        }],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 180,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("BENCH name=dd_virtio_blk_seq_read_mibs"),
+            Expect::Line("BENCH name=dd_virtio_blk_rand4k_qd32_iops"),
+            Expect::Line("BENCH name=dd_nvme_blk_seq_write_mibs"),
+            Expect::Line("BENCH name=dd_nvme_blk_rand4k_qd1_iops"),
+            Expect::Line("BENCH name=dd_net_pps"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "dma-attack",
+        about: "Domain 0 points a device's DMA at a frame it does not own: the IOMMU blocks and reports it; an unassigned device is invisible",
+        kind: Kind::Test,
+        // The NIC (00:05.0) is left out of domain 0's devices.
+        hv_cmdline: "loglvl=info audit=1 iommu=on dom0_pci=00:03.0+00:04.0",
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- dma-attack=1",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &DD_DEVICES_VTD,
+        disks: DD_DISKS,
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) pci: 00:05.0 1af4:1041"),
+            // virtio-blk's read from disk is a DMA write into memory.
+            Expect::Line("(hv) warning: iommu: DMA fault: 00:03.0 write "),
+            Expect::Line("(d0) dd: dma-attack: every bus-0 slot not assigned to domain 0 is invisible"),
+            Expect::Line("(d0) dd: dma-attack: target frame unchanged"),
+            Expect::Line("(d0) dd: dma-attack: all checks passed"),
+            Expect::Absent("(hv) PANIC"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
 ];
 
 #[cfg(test)]

@@ -216,6 +216,8 @@ mod tests {
             modules: &[],
             smp: 1,
             mem_mib: 256,
+            qemu_args: &[],
+            disks: &[],
             timeout_secs: 1,
             exit_status: OK,
             expect,

@@ -12,7 +12,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use paravane_tests::{judge, Image, Scenario, Verdict, DID_NOT_EXIT};
+use paravane_tests::{judge, Image, Scenario, Verdict, DID_NOT_EXIT, SCRATCH};
 
 use crate::qemu::{self, Accel, End, Finished, Launch, Machine};
 use crate::workspace::Workspace;
@@ -61,6 +61,7 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         let path = module_image(ws, scenario, &module.image)?;
         modules.push((path, module.args));
     }
+    let extra_args = scenario_devices(ws, scenario)?;
     Ok(Machine {
         accel: options.accel,
         icount: options.icount,
@@ -69,7 +70,41 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         kernel,
         append: scenario.hv_cmdline.to_owned(),
         initrd: initrd_arg(&modules)?,
+        extra_args,
     })
+}
+
+/// Creates the scenario's disk images (fresh, zero-filled) and returns its
+/// extra QEMU arguments with [`SCRATCH`] replaced by its scratch directory.
+fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> {
+    let dir = ws.scratch_dir(scenario.name);
+    if !scenario.disks.is_empty() {
+        std::fs::create_dir_all(ws.abs(&dir))
+            .map_err(|e| format!("cannot create {}: {e}", ws.abs(&dir).display()))?;
+    }
+    for disk in scenario.disks {
+        let path = ws.abs(&dir.join(disk.file_name));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        file.set_len(u64::from(disk.size_mib) << 20)
+            .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+    }
+    expand_scratch(scenario.qemu_args, &dir)
+}
+
+/// `args` with every [`SCRATCH`] replaced by `dir` (root-relative, which must
+/// not contain commas or whitespace: QEMU option syntax).
+pub fn expand_scratch(args: &[&str], dir: &Path) -> Result<Vec<String>> {
+    let dir = dir
+        .to_str()
+        .filter(|d| !d.contains([',', ' ', '\t']))
+        .ok_or_else(|| {
+            format!(
+                "scratch directory {} cannot be named to QEMU",
+                dir.display()
+            )
+        })?;
+    Ok(args.iter().map(|a| a.replace(SCRATCH, dir)).collect())
 }
 
 /// Boots a prepared machine for `scenario` and judges the run.
@@ -200,6 +235,30 @@ mod tests {
             "target/guest/a name=driver mem=16M,target/qemu/x/b.elf,c name=c -- list=1,,2,,3"
         );
         assert!(initrd_arg(&[(PathBuf::from("a b"), "")]).is_err());
+    }
+
+    #[test]
+    fn scratch_is_expanded_in_device_arguments() {
+        let args = expand_scratch(
+            &[
+                "-drive",
+                "file={scratch}/a.img,if=none,id=d0",
+                "-device",
+                "nvme,drive=d0",
+            ],
+            Path::new("target/qemu/dd-vtd"),
+        )
+        .expect("expand");
+        assert_eq!(
+            args,
+            [
+                "-drive",
+                "file=target/qemu/dd-vtd/a.img,if=none,id=d0",
+                "-device",
+                "nvme,drive=d0"
+            ]
+        );
+        assert!(expand_scratch(&["x"], Path::new("a,b")).is_err());
     }
 
     #[test]

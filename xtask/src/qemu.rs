@@ -134,6 +134,8 @@ pub struct Machine {
     pub append: String,
     /// The `-initrd` module list (see [`crate::boot::initrd_arg`]); empty for none.
     pub initrd: String,
+    /// The scenario's own devices and other arguments, appended last.
+    pub extra_args: Vec<String>,
 }
 
 impl Machine {
@@ -193,6 +195,7 @@ impl Machine {
         if !self.initrd.is_empty() {
             args.extend(["-initrd".to_owned(), self.initrd.clone()]);
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 }
@@ -521,6 +524,7 @@ mod tests {
             kernel: PathBuf::from("target/hv/x86_64-unknown-none/release/hv-core"),
             append: "loglvl=info".into(),
             initrd: "a x=1,b".into(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -551,6 +555,16 @@ mod tests {
         let mut m = machine(Accel::Tcg, false);
         m.initrd.clear();
         assert!(!m.args().contains(&"-initrd".to_owned()));
+    }
+
+    #[test]
+    fn scenario_devices_come_last() {
+        let mut m = machine(Accel::Tcg, false);
+        m.extra_args = vec!["-device".into(), "intel-iommu".into()];
+        let args = m.args();
+        assert_eq!(args[args.len() - 2..], ["-device", "intel-iommu"]);
+        let initrd = args.iter().position(|a| a == "-initrd").expect("initrd");
+        assert!(initrd < args.len() - 2);
     }
 
     /// A flat multiboot (a.out kludge) kernel loaded at 1 MiB that writes `text` to
@@ -605,6 +619,7 @@ mod tests {
             kernel: PathBuf::from("kernel.bin"),
             append: "x".into(),
             initrd: initrd.into(),
+            extra_args: Vec::new(),
         }
     }
 

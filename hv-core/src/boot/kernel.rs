@@ -197,6 +197,10 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         );
     }
 
+    // Platform, PCI and the IOMMU: the driver domain's devices and its DMA
+    // space (PDEV-*), now that its memory exists and before it runs.
+    crate::platform::live::init(params.iommu_off, &params.dom0_pci);
+
     // The loader's strings and modules are no longer needed.
     if let Some(frames) = FRAMES.lock().as_mut() {
         frames.add_free(page_up(image_end) / PAGE_SIZE, boot_area.end / PAGE_SIZE);

@@ -130,6 +130,7 @@ pub fn create_boot_domain(
             | Capabilities::DOMAIN_QUERY
             | Capabilities::MACHINE_POWER
             | Capabilities::DEVBUS_ADMIN
+            | Capabilities::DEVICES
     } else {
         Capabilities::empty()
     };
@@ -326,6 +327,8 @@ pub fn reap_dead_domains() {
         );
         crate::devbus::hypercall::domain_died(&mut table, domid);
         domain.flush_console();
+        // Devices and their DMA go first (PDEV-6, PDEV-8).
+        crate::platform::live::domain_ended(domid);
         let mut grants = crate::grant::live::GRANTS.lock();
         let released = live::with_page_tables(|pt| {
             let (keep, freed) =
@@ -379,7 +382,13 @@ pub fn audit_frames(when: &str) {
     let Some(frames) = frames_guard.as_ref() else {
         return;
     };
-    match pagetable::audit(frames, &live::DirectTables, &baseptrs, &held) {
+    match pagetable::audit(
+        frames,
+        &live::DirectTables,
+        &baseptrs,
+        &held,
+        &live::AssignedDeviceFrames,
+    ) {
         Ok(n) => log::info!(
             "audit: ok ({n} frames checked, {} free) {when}",
             frames.free_count()

@@ -35,6 +35,8 @@ pub enum ChannelState {
     },
     Virq(u32),
     Ipi,
+    /// A device interrupt: the hypervisor's interrupt vector (PDEV-5).
+    Pirq(u32),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -249,6 +251,26 @@ impl EventChannels {
         self.allocate(dom, ChannelState::Ipi, vcpu)
     }
 
+    /// `PHYSDEVOP_BIND_MSI`: a port for device interrupt `vector` (PDEV-5).
+    pub fn bind_pirq(&mut self, dom: DomId, vector: u32, vcpu: u32) -> Result<Port, Errno> {
+        self.allocate(dom, ChannelState::Pirq(vector), vcpu)
+    }
+
+    /// Sets `dom`'s port pending if it is still bound to device interrupt
+    /// `vector` (a closed or reused port is left alone).
+    pub fn send_pirq(&mut self, dom: DomId, port: Port, vector: u32, sink: &mut dyn EventSink) {
+        let Some(c) = self
+            .domains
+            .get(&dom)
+            .and_then(|d| d.ports.get(port as usize))
+        else {
+            return;
+        };
+        if c.state == ChannelState::Pirq(vector) {
+            sink.set_pending(dom, port, c.vcpu);
+        }
+    }
+
     /// EVTCHNOP_BIND_VCPU.
     pub fn bind_vcpu(&mut self, dom: DomId, port: Port, vcpu: u32) -> Result<(), Errno> {
         let c = self.channel(dom, port)?;
@@ -277,7 +299,7 @@ impl EventChannels {
                 self.ports(dom)?.vcpu_timers.remove(&c.vcpu);
             }
             ChannelState::Virq(v) => self.ports(dom)?.virqs[v as usize] = 0,
-            ChannelState::Unbound { .. } | ChannelState::Ipi => {}
+            ChannelState::Unbound { .. } | ChannelState::Ipi | ChannelState::Pirq(_) => {}
         }
         *self.channel(dom, port)? = FREE;
         Ok(())
@@ -305,7 +327,9 @@ impl EventChannels {
             }
             // Nobody is listening yet: the notification is dropped.
             ChannelState::Unbound { .. } => Ok(()),
-            ChannelState::Virq(_) | ChannelState::Free => Err(Errno::EINVAL),
+            ChannelState::Virq(_) | ChannelState::Pirq(_) | ChannelState::Free => {
+                Err(Errno::EINVAL)
+            }
         }
     }
 
@@ -524,6 +548,28 @@ mod tests {
         assert_eq!(ev.bind_interdomain(5, 0, u), Err(Errno::ESRCH));
         assert!(!ev.is_open(5, b));
         ev.check().unwrap();
+    }
+
+    #[test]
+    fn device_interrupt_ports() {
+        let mut ev = EventChannels::new();
+        ev.add_domain(0);
+        let mut rec = Record::default();
+        let p = ev.bind_pirq(0, 0x41, 0).unwrap();
+        assert_eq!(ev.status(0, p), Ok((ChannelState::Pirq(0x41), 0)));
+        // Guests cannot send on it.
+        assert_eq!(ev.send(0, p, &mut rec), Err(Errno::EINVAL));
+        ev.send_pirq(0, p, 0x41, &mut rec);
+        assert_eq!(rec.0, [(0, p, 0)]);
+        // Another vector, or the port closed and reused: nothing.
+        ev.send_pirq(0, p, 0x42, &mut rec);
+        ev.close(0, p).unwrap();
+        let q = ev.bind_ipi(0, 0).unwrap();
+        assert_eq!(q, p);
+        ev.send_pirq(0, p, 0x41, &mut rec);
+        ev.send_pirq(7, p, 0x41, &mut rec);
+        assert_eq!(rec.0.len(), 1);
+        assert!(ev.check().is_ok());
     }
 
     #[test]

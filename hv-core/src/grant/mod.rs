@@ -349,6 +349,15 @@ impl Grants {
             .any(|m| m.mfn == mfn)
     }
 
+    /// `mapper`'s live mapping `handle`, if any.
+    pub fn mapping(&self, mapper: DomId, handle: u32) -> Option<Mapping> {
+        self.maptrack
+            .get(&mapper)?
+            .get(handle as usize)
+            .copied()
+            .flatten()
+    }
+
     /// GNTTABOP_UNMAP_GRANT_REF. Returns the mapping removed (the caller
     /// flushes the TLB for its address) and a dead granter's frame freed.
     pub fn unmap<M: TableMemory>(
@@ -703,6 +712,7 @@ mod tests {
                 frames: &mut self.ft,
                 mem: &mut sim,
                 hv_l4: &[],
+                io: &crate::mm::pagetable::NoDeviceFrames,
             };
             f(&mut self.grants, &mut pt, &mut gsim)
         }
@@ -740,8 +750,14 @@ mod tests {
                 .copied()
                 .filter(|m| !self.dead.contains(&m.mapper))
                 .collect();
-            audit(&self.ft, &Sim(self.mem.clone()), &[], &live_maps)
-                .map_err(|e| format!("{e:?}"))?;
+            audit(
+                &self.ft,
+                &Sim(self.mem.clone()),
+                &[],
+                &live_maps,
+                &crate::mm::pagetable::NoDeviceFrames,
+            )
+            .map_err(|e| format!("{e:?}"))?;
             self.grants.check().map_err(String::from)?;
             // No leak: a dead domain keeps exactly the frames others map.
             for &d in &self.dead {

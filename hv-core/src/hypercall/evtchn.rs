@@ -66,7 +66,21 @@ pub fn evtchn_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
                 .send(dom, port, &mut Notifier { table: &mut table })
                 .map(|()| 0)
         }
-        EVTCHNOP_CLOSE => EVENTS.lock().close(dom, port_arg(arg)?).map(|()| 0),
+        EVTCHNOP_CLOSE => {
+            let port = port_arg(arg)?;
+            let mut events = EVENTS.lock();
+            let pirq = match events.status(dom, port) {
+                Ok((ChannelState::Pirq(vector), _)) => Some(vector),
+                _ => None,
+            };
+            events.close(dom, port)?;
+            drop(events);
+            // A device interrupt's port: mask the source, free the vector (PDEV-5).
+            if let Some(vector) = pirq {
+                crate::platform::irq::unbind(vector);
+            }
+            Ok(0)
+        }
         EVTCHNOP_UNMASK => {
             let port = port_arg(arg)?;
             let table = DOMAINS.lock();
@@ -141,6 +155,7 @@ pub fn evtchn_op(cmd: u64, arg: u64) -> Result<u64, Errno> {
                 } => (EVTCHNSTAT_INTERDOMAIN, remote, remote_port),
                 ChannelState::Virq(v) => (EVTCHNSTAT_VIRQ, v, 0),
                 ChannelState::Ipi => (EVTCHNSTAT_IPI, 0, 0),
+                ChannelState::Pirq(_) => (EVTCHNSTAT_PIRQ, 0, 0),
             };
             Ok(())
         }),

@@ -121,6 +121,13 @@ pub fn grant_table_op(cmd: u64, ops: u64, count: u64) -> Result<u64, Errno> {
         }
         GNTTABOP_UNMAP_GRANT_REF => each(ops, count, |op: &mut GnttabUnmapGrantRef| {
             let mut grants = GRANTS.lock();
+            // A device must lose the frame before the grant can end (PDEV-8).
+            if grants
+                .mapping(dom, op.handle)
+                .is_some_and(|m| m.host_addr == op.host_addr)
+            {
+                super::physdev::grant_unmapping(dom, op.handle);
+            }
             let result = with_page_tables(|pt| {
                 grants.unmap(&mut DirectGrantMemory, pt, dom, op.handle, op.host_addr)
             })

@@ -8,6 +8,7 @@ mod evtchn;
 mod grant;
 mod mm;
 mod multicall;
+mod physdev;
 mod sched_op;
 mod traps;
 mod vcpu;
@@ -70,6 +71,7 @@ const fn handler_for(h: Hypercall) -> Handler {
         Hypercall::VcpuOp => |f| set_result(f, vcpu::vcpu_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::GrantTableOp => |f| set_result(f, grant::grant_table_op(f.rdi, f.rsi, f.rdx)),
         Hypercall::DevbusOp => |f| set_result(f, crate::devbus::hypercall::devbus_op(f.rdi, f.rsi)),
+        Hypercall::PhysdevOp => |f| set_result(f, physdev::physdev_op(f.rdi, f.rsi)),
         Hypercall::Multicall => |f| {
             let flow = multicall::multicall(f);
             finish(f, flow)

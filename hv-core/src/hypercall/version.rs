@@ -20,7 +20,8 @@ pub const FEATURES: Features = Features::HYPERCALL_PAGE
     .union(Features::GRANT_TABLES)
     .union(Features::TIME)
     .union(Features::SMP)
-    .union(Features::DEVBUS);
+    .union(Features::DEVBUS)
+    .union(Features::PHYSDEV);
 
 #[inline]
 pub fn version(cmd: u64) -> Result<u64, Errno> {

@@ -29,6 +29,8 @@ use core::fmt;
 
 use hypercall_abi::start_info::{CMDLINE_SIZE, NAME_SIZE};
 
+use crate::platform::pci::Dom0Pci;
+
 /// Memory a domain gets without `mem=`.
 pub const DEFAULT_MEM_BYTES: u64 = 16 << 20;
 /// Smallest `mem=` accepted.
@@ -453,6 +455,11 @@ pub struct HvParams {
     /// `audit=0|1`: check the frame table against every page table after each
     /// domain ends and before power-off (SPEC MM-8).
     pub audit: bool,
+    /// `iommu=on|off` (PDEV-2): off only when given explicitly; then devices
+    /// are assigned without DMA protection.
+    pub iommu_off: bool,
+    /// `dom0_pci=all|none|bb:dd.f+…` (PDEV-2).
+    pub dom0_pci: Dom0Pci,
 }
 
 impl Default for HvParams {
@@ -461,6 +468,8 @@ impl Default for HvParams {
             log_level: log::LevelFilter::Info,
             timeslice_us: 10_000,
             audit: false,
+            iommu_off: false,
+            dom0_pci: Dom0Pci::All,
         }
     }
 }
@@ -536,7 +545,31 @@ pub fn parse_hv_cmdline(s: &str) -> (HvParams, heapless::Vec<HvParamWarning<'_>,
                     value,
                 }),
             },
-            None if matches!(token, "loglvl" | "timeslice_us" | "audit") => {
+            Some(("iommu", value)) => match value {
+                "on" | "off" => {
+                    params.iommu_off = value == "off";
+                    None
+                }
+                _ => Some(HvParamWarning::BadValue {
+                    key: "iommu",
+                    value,
+                }),
+            },
+            Some(("dom0_pci", value)) => match Dom0Pci::parse(value) {
+                Some(policy) => {
+                    params.dom0_pci = policy;
+                    None
+                }
+                None => Some(HvParamWarning::BadValue {
+                    key: "dom0_pci",
+                    value,
+                }),
+            },
+            None if matches!(
+                token,
+                "loglvl" | "timeslice_us" | "audit" | "iommu" | "dom0_pci"
+            ) =>
+            {
                 Some(HvParamWarning::BadValue {
                     key: token,
                     value: "",
@@ -580,6 +613,7 @@ fn parse_timeslice(value: &str) -> Option<u32> {
 )]
 mod tests {
     use super::*;
+    use crate::platform::pci::Bdf;
     use proptest::prelude::*;
 
     fn params(s: &str) -> DomainParams<'_> {
@@ -851,6 +885,21 @@ mod tests {
         assert_eq!(HvParams::default().timeslice_us, 10_000);
         assert!(!HvParams::default().audit);
         assert!(parse_hv_cmdline("hv audit=1").0.audit);
+        assert!(!HvParams::default().iommu_off);
+        assert!(parse_hv_cmdline("hv iommu=off").0.iommu_off);
+        assert!(!parse_hv_cmdline("hv iommu=off iommu=on").0.iommu_off);
+        assert_eq!(parse_hv_cmdline("hv iommu=maybe").1.len(), 1);
+        assert_eq!(HvParams::default().dom0_pci, Dom0Pci::All);
+        let p = parse_hv_cmdline("hv dom0_pci=00:03.0+00:1f.2").0;
+        assert_eq!(
+            p.dom0_pci.listed(),
+            [Bdf::new(0, 3, 0), Bdf::new(0, 0x1f, 2)]
+        );
+        assert_eq!(
+            parse_hv_cmdline("hv dom0_pci=none").0.dom0_pci,
+            Dom0Pci::None
+        );
+        assert_eq!(parse_hv_cmdline("hv dom0_pci=03.0").1.len(), 1);
         assert_eq!(parse_hv_cmdline("hv audit=yes").1.len(), 1);
     }
 

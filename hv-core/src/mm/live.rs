@@ -10,7 +10,7 @@ use hypercall_abi::mm::pte;
 use hypercall_abi::PAGE_SIZE;
 
 use super::frame_table::{FrameTable, Mfn, Owner};
-use super::pagetable::{PageTables, TableMemory, ENTRIES};
+use super::pagetable::{DeviceFrames, PageTables, TableMemory, ENTRIES};
 use super::{mfn_to_virt, phys_to_virt};
 use crate::arch::cpu::zero_page;
 
@@ -52,6 +52,52 @@ impl TableMemory for DirectTables {
     }
 }
 
+/// The device frames of the functions assigned to the driver domain
+/// (PDEV-4); no other domain may map any.
+pub struct AssignedDeviceFrames;
+
+impl DeviceFrames for AssignedDeviceFrames {
+    fn permitted(&self, dom: hypercall_abi::DomId, mfn: Mfn) -> bool {
+        dom == hypercall_abi::DOMID_DRIVER && crate::platform::live::io_frame_permitted(mfn)
+    }
+
+    fn page_table_type(&self, dom: hypercall_abi::DomId, mfn: Mfn, is_table: bool) {
+        if dom == hypercall_abi::DOMID_DRIVER {
+            crate::iommu::live::set_dma_writable(mfn, m2p(mfn), !is_table);
+        }
+    }
+}
+
+/// Makes the direct map of `[start, end)` (device memory below 4 GiB, such
+/// as an ECAM window) uncached: sets PCD and PWT in the 2 MiB entries that
+/// cover it, then flushes the TLB. The range must hold no RAM.
+pub fn make_direct_map_uncached(start: u64, end: u64) {
+    use hypercall_abi::mm::pte::{PCD, PS_OR_PAT, PWT};
+    let l4 = phys_to_virt(crate::arch::boot::boot_pml4_phys()) as *const u64;
+    let slot = ((super::DIRECT_MAP_BASE >> 39) & 0x1ff) as usize;
+    // SAFETY: the boot L4 is a page of 512 entries; the direct map's slot
+    // holds a PDPT built at boot.
+    let l4e = unsafe { core::ptr::read_volatile(l4.add(slot)) };
+    let pdpt = phys_to_virt(l4e & 0x000f_ffff_ffff_f000) as *const u64;
+    let mut pa = start & !((2 << 20) - 1);
+    while pa < end.min(super::DIRECT_MAP_SIZE) {
+        // SAFETY: index < 4 (the direct map covers 4 GiB with 1 GiB entries).
+        let pdpte = unsafe { core::ptr::read_volatile(pdpt.add((pa >> 30) as usize & 3)) };
+        let pd = phys_to_virt(pdpte & 0x000f_ffff_ffff_f000) as *mut u64;
+        let i = ((pa >> 21) & 0x1ff) as usize;
+        // SAFETY: a 2 MiB entry (PS) of the boot page directory, index < 512;
+        // only its caching bits change.
+        unsafe {
+            let e = core::ptr::read_volatile(pd.add(i));
+            if e & PS_OR_PAT != 0 {
+                core::ptr::write_volatile(pd.add(i), e | PCD | PWT);
+            }
+        }
+        pa += 2 << 20;
+    }
+    flush_tlb();
+}
+
 /// Flushes this CPU's TLB (all non-global entries).
 pub fn flush_tlb() {
     super::tlb::flush_local();
@@ -69,6 +115,7 @@ pub fn with_page_tables<R>(
         frames,
         mem: &mut mem,
         hv_l4,
+        io: &AssignedDeviceFrames,
     };
     Some(f(&mut pt))
 }
@@ -127,6 +174,19 @@ pub fn init_m2p(frames: &mut FrameTable<'static>, boot_l4_phys: u64) -> u64 {
     };
     M2P_FRAMES.call_once(|| m2p);
     entries
+}
+
+/// `M2P[mfn]`, if the table has that entry.
+pub fn m2p(mfn: Mfn) -> Option<u64> {
+    let frames = M2P_FRAMES.get()?;
+    let &page = frames.get((mfn / ENTRIES as u64) as usize)?;
+    // SAFETY: an M2P frame of hv-core's, index below 512.
+    let value = unsafe {
+        core::ptr::read_volatile(
+            (mfn_to_virt(page) as *const u64).add((mfn % ENTRIES as u64) as usize),
+        )
+    };
+    (value != M2P_INVALID).then_some(value)
 }
 
 /// Sets `M2P[mfn] = value`.

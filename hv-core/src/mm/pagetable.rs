@@ -71,12 +71,43 @@ pub const fn entry_mfn(entry: u64) -> Mfn {
     (entry & pte::ADDR_MASK) >> 12
 }
 
+/// What devices may touch (PDEV-4, PDEV-6): which machine frames are device
+/// (I/O) frames a domain may map, and the DMA view of a domain's page
+/// tables. Device frames are never owned by a domain and carry no counts;
+/// an L1 entry naming one is always made uncached.
+pub trait DeviceFrames {
+    /// Whether `dom` may map device frame `mfn`.
+    fn permitted(&self, dom: DomId, mfn: Mfn) -> bool;
+
+    /// Frame `mfn` of `dom` becomes a page table (`true`, called before its
+    /// entries are validated) or stops being one (`false`): devices must not
+    /// be able to write a page table, so its DMA mapping loses (regains)
+    /// write access, with the IOTLB invalidated before this returns.
+    fn page_table_type(&self, _dom: DomId, _mfn: Mfn, _is_table: bool) {}
+}
+
+/// No device frames at all.
+pub struct NoDeviceFrames;
+
+impl DeviceFrames for NoDeviceFrames {
+    fn permitted(&self, _dom: DomId, _mfn: Mfn) -> bool {
+        false
+    }
+}
+
+/// An L1 entry for a device frame: PCD and PWT set, PAT clear (uncached).
+pub const fn uncached(entry: u64) -> u64 {
+    (entry | pte::PCD | pte::PWT) & !pte::PS_OR_PAT
+}
+
 /// The page-table engine for one operation: the frame table, table memory,
-/// and the hypervisor's L4 entries to install in every validated L4.
+/// the hypervisor's L4 entries to install in every validated L4, and the
+/// device frames domains may map.
 pub struct PageTables<'a, 'f, M: TableMemory> {
     pub frames: &'a mut FrameTable<'f>,
     pub mem: &'a mut M,
     pub hv_l4: &'a [(usize, u64)],
+    pub io: &'a dyn DeviceFrames,
 }
 
 impl<M: TableMemory> PageTables<'_, '_, M> {
@@ -127,11 +158,13 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
                 self.mem.flush_tlbs();
                 self.frames.tlb_stale = false;
             }
+            self.io.page_table_type(dom, mfn, true);
             if let Err(e) = self.validate(mfn, level, dom) {
                 if let Some(f) = self.frames.frame_mut(mfn) {
                     f.type_count = 0;
                     f.ftype = FrameType::None;
                 }
+                self.io.page_table_type(dom, mfn, false);
                 return Err(e);
             }
         }
@@ -168,6 +201,9 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
                 }
                 self.put_entry(e, level);
             }
+            if let Owner::Domain(dom) = owner {
+                self.io.page_table_type(dom, mfn, false);
+            }
         }
     }
 
@@ -191,6 +227,9 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             let e = self.mem.read_entry(mfn, index);
             if !present(e) {
                 continue;
+            }
+            if level == 1 && self.is_device_frame(dom, entry_mfn(e)) && e != uncached(e) {
+                self.mem.write_entry(mfn, index, uncached(e));
             }
             if let Err(err) = self.get_entry(e, level, dom) {
                 for undo in (0..index).rev() {
@@ -221,6 +260,10 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             return Err(MmError::Invalid);
         }
         let mfn = entry_mfn(entry);
+        if level == 1 && self.is_device_frame(dom, mfn) {
+            // No counts; the writer makes the entry uncached (PDEV-4).
+            return Ok(());
+        }
         self.get_page(mfn, dom)?;
         let typed = if level == 1 {
             if entry & pte::RW != 0 {
@@ -238,12 +281,30 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
         Ok(())
     }
 
+    /// A device frame `dom` may map, and not RAM of any domain.
+    fn is_device_frame(&self, dom: DomId, mfn: Mfn) -> bool {
+        !self
+            .frames
+            .get(mfn)
+            .is_some_and(|f| matches!(f.owner, Owner::Domain(_)))
+            && self.io.permitted(dom, mfn)
+    }
+
     /// Releases what an entry of a level-`level` table held.
     pub fn put_entry(&mut self, entry: u64, level: u32) {
         if !present(entry) {
             return;
         }
         let mfn = entry_mfn(entry);
+        if level == 1
+            && !self
+                .frames
+                .get(mfn)
+                .is_some_and(|f| matches!(f.owner, Owner::Domain(_)))
+        {
+            // A device frame: it held nothing.
+            return;
+        }
         if level == 1 {
             if entry & pte::RW != 0 {
                 self.put_type(mfn);
@@ -281,9 +342,15 @@ impl<M: TableMemory> PageTables<'_, '_, M> {
             return Err(MmError::NotPermitted);
         }
         let new = if present(new) { new | pte::US } else { new };
+        let new = if level == 1 && present(new) && self.is_device_frame(dom, entry_mfn(new)) {
+            uncached(new)
+        } else {
+            new
+        };
         let old = self.mem.read_entry(table, index);
         if present(old)
             && self.frames.get(entry_mfn(old)).map(|f| f.owner) != Some(Owner::Domain(dom))
+            && !(level == 1 && self.is_device_frame(dom, entry_mfn(old)))
         {
             // A grant mapping: only unmap_grant_ref removes it (GNT-3).
             return Err(MmError::Busy);
@@ -379,6 +446,7 @@ pub fn audit<M: TableMemory>(
     mem: &M,
     baseptrs: &[Mfn],
     grant_maps: &[GrantMapRef],
+    io: &dyn DeviceFrames,
 ) -> Result<u64, AuditError> {
     use alloc::vec;
     let all = frames.frames();
@@ -437,6 +505,18 @@ pub fn audit<M: TableMemory>(
                 continue;
             }
             let target = entry_mfn(e) as usize;
+            let owned_by_a_domain = all
+                .get(target)
+                .is_some_and(|t| matches!(t.owner, Owner::Domain(_)));
+            if level == 1 && !owned_by_a_domain && io.permitted(dom, target as Mfn) {
+                if e != uncached(e) {
+                    return Err(AuditError {
+                        mfn: mfn as Mfn,
+                        what: "a device frame mapped cacheable",
+                    });
+                }
+                continue;
+            }
             let Some(t) = all.get(target) else {
                 return Err(AuditError {
                     mfn: mfn as Mfn,
@@ -576,6 +656,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         // Frame 5 is an L1 of domain 1 mapping frame 6 writable.
         pt.mem.tables[5][0] = l1e(6, true);
@@ -592,7 +673,109 @@ mod tests {
         assert!(pt.frames.tlb_stale);
         pt.pin(6, 1, 1).unwrap();
         assert_eq!(pt.mem.flushes, 1);
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
+    }
+
+    /// Device frames 4000..4004 for domain 1, and reserved frame 45 (inside
+    /// the frame table) too; domain 1's own RAM frame 7 is never one.
+    struct Bars;
+    impl DeviceFrames for Bars {
+        fn permitted(&self, dom: DomId, mfn: Mfn) -> bool {
+            dom == 1 && ((4000..4004).contains(&mfn) || mfn == 45 || mfn == 7)
+        }
+    }
+
+    #[test]
+    fn device_frames_map_uncached_without_counts() {
+        let mut storage = vec![FrameInfo::RESERVED; FRAMES];
+        let mut ft = table(&mut storage);
+        let mut sim = Sim::new();
+        let mut pt = PageTables {
+            frames: &mut ft,
+            mem: &mut sim,
+            hv_l4: &HV_L4,
+            io: &Bars,
+        };
+        pt.pin(5, 1, 1).unwrap();
+        let wb = l1e(4001, true) | pte::PS_OR_PAT;
+        pt.update_entry(5, 0, wb, 1).unwrap();
+        assert_eq!(pt.mem.tables[5][0], uncached(l1e(4001, true)));
+        pt.update_entry(5, 1, l1e(45, false), 1).unwrap();
+        assert_eq!(pt.frames.get(45).unwrap().ref_count, 0);
+        // RAM the domain owns stays RAM, with its counts and caching.
+        pt.update_entry(5, 2, l1e(7, true), 1).unwrap();
+        assert_eq!(pt.mem.tables[5][2], l1e(7, true));
+        assert_eq!(pt.frames.get(7).unwrap().ftype, FrameType::Writable);
+        // Domain 2 may map none of them; nor may any upper level.
+        pt.pin(25, 1, 2).unwrap();
+        assert_eq!(
+            pt.update_entry(25, 0, l1e(4001, true), 2),
+            Err(MmError::NotPermitted)
+        );
+        assert_eq!(
+            pt.update_entry(25, 0, l1e(4004, true), 2),
+            Err(MmError::NotPermitted)
+        );
+        pt.pin(6, 2, 1).unwrap();
+        assert_eq!(
+            pt.update_entry(6, 0, l1e(4001, false), 1),
+            Err(MmError::NotPermitted)
+        );
+        audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).unwrap();
+        // A cacheable device mapping (written behind the engine's back) is caught.
+        pt.mem.tables[5][3] = l1e(4002, true);
+        assert!(audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).is_err());
+        pt.mem.tables[5][3] = 0;
+        // Replacing and removing device mappings works.
+        pt.update_entry(5, 0, l1e(4003, false), 1).unwrap();
+        pt.update_entry(5, 0, 0, 1).unwrap();
+        pt.update_entry(5, 1, 0, 1).unwrap();
+        // Pinning a table that already holds device entries makes them uncached.
+        pt.mem.tables[8][0] = l1e(4000, true);
+        pt.pin(8, 1, 1).unwrap();
+        assert_eq!(pt.mem.tables[8][0], uncached(l1e(4000, true)));
+        pt.unpin(8, 1).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &Bars).unwrap();
+    }
+
+    /// Records page-table type changes.
+    #[derive(Default)]
+    struct Watch(core::cell::RefCell<Vec<(DomId, Mfn, bool)>>);
+    impl DeviceFrames for Watch {
+        fn permitted(&self, _dom: DomId, _mfn: Mfn) -> bool {
+            false
+        }
+        fn page_table_type(&self, dom: DomId, mfn: Mfn, is_table: bool) {
+            self.0.borrow_mut().push((dom, mfn, is_table));
+        }
+    }
+
+    #[test]
+    fn page_table_type_changes_are_announced() {
+        let mut storage = vec![FrameInfo::RESERVED; FRAMES];
+        let mut ft = table(&mut storage);
+        let mut sim = Sim::new();
+        let watch = Watch::default();
+        let mut pt = PageTables {
+            frames: &mut ft,
+            mem: &mut sim,
+            hv_l4: &HV_L4,
+            io: &watch,
+        };
+        // An L2 naming an L1: both become tables, the L2 first.
+        pt.mem.tables[6][0] = l1e(5, false);
+        pt.pin(6, 2, 1).unwrap();
+        assert_eq!(watch.0.borrow().as_slice(), [(1, 6, true), (1, 5, true)]);
+        pt.unpin(6, 1).unwrap();
+        assert_eq!(watch.0.borrow()[2..], [(1, 5, false), (1, 6, false)]);
+        // A failed validation takes the announcement back.
+        pt.mem.tables[7][0] = l1e(30, false);
+        assert!(pt.pin(7, 1, 1).is_err());
+        assert_eq!(watch.0.borrow()[4..], [(1, 7, true), (1, 7, false)]);
+        // Writable mappings are no page tables.
+        pt.pin(5, 1, 1).unwrap();
+        pt.update_entry(5, 0, l1e(8, true), 1).unwrap();
+        assert_eq!(watch.0.borrow().len(), 7);
     }
 
     #[test]
@@ -604,6 +787,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         pt.pin(5, 1, 1).unwrap();
         assert_eq!(
@@ -636,7 +820,7 @@ mod tests {
             pt.update_entry(5, 0, l1e(6, false) | (1 << 52), 1),
             Err(MmError::Invalid)
         );
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
     }
 
     #[test]
@@ -648,6 +832,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         // Whatever the guest wrote in hypervisor slots is replaced.
         pt.mem.tables[4][257] = (6 << 12) | pte::P | pte::RW;
@@ -684,7 +869,7 @@ mod tests {
             pt.update_entry(8, 0, (9 << 12) | pte::P | pte::RW | pte::PS_OR_PAT, 1),
             Err(MmError::Invalid)
         );
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
     }
 
     #[test]
@@ -701,6 +886,7 @@ mod tests {
             frames: &mut ft,
             mem: &mut sim,
             hv_l4: &HV_L4,
+            io: &NoDeviceFrames,
         };
         assert_eq!(pt.pin(5, 1, 1), Err(MmError::NotPermitted));
         for i in 10..20 {
@@ -713,7 +899,7 @@ mod tests {
         }
         assert_eq!(pt.frames.get(5).unwrap().type_count, 0);
         assert!(!pt.frames.get(5).unwrap().pinned);
-        audit(&*pt.frames, &*pt.mem, &[], &[]).unwrap();
+        audit(&*pt.frames, &*pt.mem, &[], &[], &NoDeviceFrames).unwrap();
     }
 
     #[derive(Clone, Debug)]
@@ -801,7 +987,7 @@ mod tests {
             let mut sim = Sim::new();
             let mut baseptr: [Option<Mfn>; 3] = [None; 3];
             for op in ops {
-                let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4 };
+                let mut pt = PageTables { frames: &mut ft, mem: &mut sim, hv_l4: &HV_L4, io: &NoDeviceFrames };
                 match op {
                     Op::Pin { dom, mfn, level } => { let _ = pt.pin(mfn as Mfn, level, dom); }
                     Op::Unpin { dom, mfn } => {
@@ -834,7 +1020,7 @@ mod tests {
                     }
                 }
                 let bases: Vec<Mfn> = baseptr.iter().flatten().copied().collect();
-                let checked = audit(&ft, &sim, &bases, &[]);
+                let checked = audit(&ft, &sim, &bases, &[], &NoDeviceFrames);
                 prop_assert!(checked.is_ok(), "audit: {:?}", checked);
                 // (a) restated directly: no validated table is the target of a
                 // writable L1 entry of a validated L1.

@@ -5,7 +5,7 @@
 //!
 //! Firmware tables are read through a [`PhysMemory`], so every parser here
 //! runs on the host against synthetic tables. Firmware is trusted no more than
-//! it must be (DEV-1): every length is bounds-checked against the bytes
+//! it must be (PDEV-1): every length is bounds-checked against the bytes
 //! actually read, every checksum is verified, counts are capped, and garbage
 //! gives an [`AcpiError`], never a panic.
 //!
@@ -14,6 +14,13 @@
 //! hv-core wants one byte-slice model for all of its tables so that a single
 //! set of proptests covers every parser, and reads everything through the
 //! existing [`PhysMemory`] of the boot code.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use alloc::vec::Vec;
 
@@ -150,20 +157,20 @@ pub fn find_rsdp(mem: &dyn PhysMemory) -> Result<Rsdp, AcpiError> {
     if mem.read(0x40e, &mut seg) {
         let ebda = u64::from(u16::from_le_bytes(seg)) << 4;
         if (0x80000..0xa0000).contains(&ebda) {
-            let _ = areas.push((ebda, ebda + 1024));
+            let _ = areas.push((ebda, ebda.saturating_add(1024)));
         }
     }
     let _ = areas.push((0xe0000, 0x100000));
     for (start, end) in areas {
-        let mut area = alloc::vec![0u8; (end - start) as usize];
+        let mut area = alloc::vec![0u8; end.saturating_sub(start) as usize];
         if !mem.read(start, &mut area) {
             continue;
         }
         for off in (0..area.len()).step_by(16) {
-            let Some(candidate) = area.get(off..(off + 36).min(area.len())) else {
+            let Some(candidate) = area.get(off..off.saturating_add(36).min(area.len())) else {
                 continue;
             };
-            if let Some(rsdp) = parse_rsdp(start + off as u64, candidate) {
+            if let Some(rsdp) = parse_rsdp(start.saturating_add(off as u64), candidate) {
                 return Ok(rsdp);
             }
         }
@@ -315,7 +322,11 @@ pub fn parse_madt(table: &[u8]) -> Result<Madt, AcpiError> {
     let mut off = SDT_HEADER_LEN + 8;
     while off < table.len() {
         let kind = table.u8_at(off).ok_or(AcpiError::Truncated(SIG, off))?;
-        let len = usize::from(table.u8_at(off + 1).ok_or(AcpiError::Truncated(SIG, off))?);
+        let len = usize::from(
+            table
+                .u8_at(off.saturating_add(1))
+                .ok_or(AcpiError::Truncated(SIG, off))?,
+        );
         let entry = table
             .get(off..off.saturating_add(len))
             .filter(|_| len >= 2)
@@ -327,7 +338,7 @@ pub fn parse_madt(table: &[u8]) -> Result<Madt, AcpiError> {
                 return;
             }
             if madt.cpus.push(cpu).is_err() {
-                madt.cpus_dropped += 1;
+                madt.cpus_dropped = madt.cpus_dropped.saturating_add(1);
             }
         };
         match kind {
@@ -366,7 +377,7 @@ pub fn parse_madt(table: &[u8]) -> Result<Madt, AcpiError> {
             }
             _ => {}
         }
-        off += len;
+        off = off.saturating_add(len);
     }
     Ok(madt)
 }
@@ -406,7 +417,9 @@ pub fn parse_mcfg(table: &[u8]) -> Result<heapless::Vec<EcamWindow, MAX_ECAM>, A
         return Err(AcpiError::Truncated(SIG, table.len()));
     }
     for (i, e) in body.chunks_exact(16).enumerate() {
-        let at = SDT_HEADER_LEN + 8 + i * 16;
+        let at = SDT_HEADER_LEN
+            .saturating_add(8)
+            .saturating_add(i.saturating_mul(16));
         let short = AcpiError::Truncated(SIG, at);
         let w = EcamWindow {
             base: e.u64_at(0).ok_or(short)?,
@@ -432,6 +445,13 @@ pub fn madt_cpus(mem: &dyn PhysMemory) -> Result<Madt, AcpiError> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;

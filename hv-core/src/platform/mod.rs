@@ -4,5 +4,11 @@
 //! tables through the direct map.
 
 pub mod acpi;
+pub mod dmar;
+#[cfg(target_os = "none")]
+pub mod irq;
+pub mod ivrs;
 #[cfg(target_os = "none")]
 pub mod live;
+pub mod pci;
+pub mod vectors;

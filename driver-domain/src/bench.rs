@@ -1,0 +1,213 @@
+//! `bench=1`: the driver domain's device figures for `cargo xtask bench`,
+//! timed with the TSC inside domain 0 (min/median over batches, `BENCH`
+//! lines carry the median): sequential read/write throughput, random 4 KiB
+//! reads at queue depth 1 and 32 on each disk, and transmitted frames per
+//! second on the NIC.
+
+use alloc::vec::Vec;
+
+use driver_domain::blk::{BlockDevice, BlockOp, BlockRequest};
+use driver_domain::dma::{PageBuffer, Segment};
+use driver_domain::net::{arp_request, Nic};
+use hypercall_abi::PAGE_SIZE;
+use pv_guest_kit::bench::{rdtsc, Stats};
+use pv_guest_kit::println;
+
+use crate::devices::{deadline, VirtioNic};
+use crate::hw::frames::{FrameDma, FramePage};
+
+/// Batches per figure.
+const BATCHES: usize = 5;
+
+/// Requests of one batch: `(op, sector)` of request `i`.
+type Plan<'a> = &'a mut dyn FnMut(u64) -> (BlockOp, u64);
+
+/// Runs `count` requests, keeping up to `depth` in flight, each on its own
+/// buffer of `buffers`; returns the TSC ticks or `None` on an error.
+fn run_batch(
+    disk: &mut impl BlockDevice,
+    buffers: &[Vec<Segment>],
+    count: u64,
+    depth: usize,
+    plan: Plan<'_>,
+    tsc_hz: u64,
+) -> Option<u64> {
+    let depth = depth.clamp(1, buffers.len());
+    let mut free: Vec<usize> = (0..depth).collect();
+    let mut issued = 0u64;
+    let mut done = 0u64;
+    let mut keep_waiting = deadline(tsc_hz, 30);
+    let start = rdtsc();
+    while done < count {
+        while issued < count {
+            let Some(&slot) = free.last() else { break };
+            let (op, sector) = plan(issued);
+            let req = BlockRequest {
+                op,
+                sector,
+                segments: &buffers[slot],
+                tag: slot as u64,
+            };
+            match disk.submit(&req) {
+                Ok(()) => {
+                    free.pop();
+                    issued += 1;
+                }
+                Err(driver_domain::blk::BlockError::Busy) => break,
+                Err(e) => {
+                    println!("dd bench: submit: {e}");
+                    return None;
+                }
+            }
+        }
+        match disk.poll() {
+            Some(c) => {
+                if let Err(e) = c.result {
+                    println!("dd bench: request failed: {e}");
+                    return None;
+                }
+                free.push(c.tag as usize);
+                done += 1;
+            }
+            None if !keep_waiting() => {
+                println!("dd bench: timeout");
+                return None;
+            }
+            None => {}
+        }
+    }
+    Some(rdtsc() - start)
+}
+
+/// Per-second figure from `amount` per batch and batch ticks.
+fn per_second(amount: u64, ticks: u64, tsc_hz: u64) -> u64 {
+    (u128::from(amount) * u128::from(tsc_hz) / u128::from(ticks.max(1))) as u64
+}
+
+fn report(name: &str, unit: &str, amount: u64, samples: &mut [u64], tsc_hz: u64) {
+    let Some(stats) = Stats::from_samples(samples) else {
+        return;
+    };
+    // Fewer ticks is more per second: the min of ticks is the best figure.
+    let best = per_second(amount, stats.min, tsc_hz);
+    let median = per_second(amount, stats.median, tsc_hz);
+    println!(
+        "{name}: best {best} median {median} {unit} (batch ticks min {} median {})",
+        stats.min, stats.median
+    );
+    println!("BENCH name={name} value={median} unit={unit}");
+}
+
+/// A cheap deterministic generator for random sectors.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// The four block figures of `disk`, named `{prefix}_...`.
+pub fn block(prefix: &str, disk: &mut impl BlockDevice, dma: &mut FrameDma, tsc_hz: u64) {
+    let info = disk.info();
+    let per_page = PAGE_SIZE / u64::from(info.sector_size);
+    let seq_pages = 16usize.min(usize::from(info.max_segments));
+    let depth = usize::from(info.queue_depth);
+    // Sequential: 16-page requests, 8 in flight, 2 MiB per batch.
+    let mut pages: Vec<PageBuffer<FramePage>> = Vec::new();
+    for _ in 0..8 {
+        match PageBuffer::new(dma, seq_pages * PAGE_SIZE as usize) {
+            Ok(b) => pages.push(b),
+            Err(_) => return println!("dd bench: no DMA memory"),
+        }
+    }
+    let seq: Vec<Vec<Segment>> = pages
+        .iter()
+        .map(|b| b.segments(b.len()).collect())
+        .collect();
+    let req_sectors = seq_pages as u64 * per_page;
+    let seq_count = (2 << 20) / (seq_pages as u64 * PAGE_SIZE);
+    let bytes = seq_count * seq_pages as u64 * PAGE_SIZE;
+    if seq_count * req_sectors > info.sectors {
+        return println!("dd bench: {prefix}: disk too small");
+    }
+    for (op, name) in [(BlockOp::Write, "seq_write"), (BlockOp::Read, "seq_read")] {
+        let mut samples = Vec::new();
+        for _ in 0..BATCHES {
+            let mut plan = |i: u64| (op, i * req_sectors);
+            match run_batch(disk, &seq, seq_count, 8, &mut plan, tsc_hz) {
+                Some(t) => samples.push(t),
+                None => return,
+            }
+        }
+        report(
+            &alloc::format!("{prefix}_{name}_mibs"),
+            "MiB/s",
+            bytes >> 20,
+            &mut samples,
+            tsc_hz,
+        );
+    }
+    // Random 4 KiB reads.
+    let mut small: Vec<PageBuffer<FramePage>> = Vec::new();
+    for _ in 0..32.min(depth) {
+        match PageBuffer::new(dma, PAGE_SIZE as usize) {
+            Ok(b) => small.push(b),
+            Err(_) => return println!("dd bench: no DMA memory"),
+        }
+    }
+    let rand: Vec<Vec<Segment>> = small
+        .iter()
+        .map(|b| b.segments(b.len()).collect())
+        .collect();
+    let slots = info.sectors / per_page;
+    for (qd, name, count) in [
+        (1usize, "rand4k_qd1_iops", 64u64),
+        (32, "rand4k_qd32_iops", 256),
+    ] {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut samples = Vec::new();
+        for _ in 0..BATCHES {
+            let mut plan = |_| (BlockOp::Read, (xorshift(&mut state) % slots) * per_page);
+            match run_batch(disk, &rand, count, qd, &mut plan, tsc_hz) {
+                Some(t) => samples.push(t),
+                None => return,
+            }
+        }
+        report(
+            &alloc::format!("{prefix}_{name}"),
+            "IOPS",
+            count,
+            &mut samples,
+            tsc_hz,
+        );
+    }
+}
+
+/// Transmitted frames per second (60-byte ARP requests for an address
+/// nobody has), 512 per batch.
+pub fn net(nic: &mut VirtioNic, tsc_hz: u64) {
+    let frame = arp_request(nic.mac(), [10, 0, 2, 15], [10, 0, 2, 99]);
+    let mut samples = Vec::new();
+    let mut rx = [0u8; 2048];
+    for _ in 0..BATCHES {
+        let mut keep_waiting = deadline(tsc_hz, 30);
+        let start = rdtsc();
+        let mut sent = 0;
+        while sent < 512 {
+            match nic.transmit(&frame) {
+                Ok(()) => sent += 1,
+                Err(driver_domain::net::NetError::Busy) => {
+                    nic.reclaim();
+                    if !keep_waiting() {
+                        return println!("dd bench: transmit timeout");
+                    }
+                }
+                Err(e) => return println!("dd bench: transmit: {e}"),
+            }
+        }
+        while nic.reclaim() > 0 {}
+        samples.push(rdtsc() - start);
+        while nic.receive(&mut rx).is_some() {}
+    }
+    report("dd_net_pps", "pps", 512, &mut samples, tsc_hz);
+}
