@@ -12,6 +12,8 @@
 //! - [`elf_mutations`]: turns a valid guest image into a broken one, for the
 //!   loader's refusal paths.
 //! - [`bench`]: parses the `BENCH name=… value=… unit=…` lines benchmarks print.
+//! - [`disk_image`]: disk images the host prepares (an MBR + FAT volume) and
+//!   checks after the boot (`fsck.vfat`, files copied back byte for byte).
 //!
 //! # Serial-log contract (what hv-core prints and the judge relies on)
 //! - hypervisor lines start with `(hv) `, guest console lines with `(d<domid>) `;
@@ -21,10 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod disk_image;
 pub mod elf_mutations;
 mod scenarios;
 mod verdict;
 
+pub use disk_image::{DiskContent, FatVolume, HostFile};
 pub use hypercall_abi::machine::{
     qemu_status, EXIT_DRIVER_DOMAIN_CRASHED, EXIT_PANIC, EXIT_POWEROFF, EXIT_REBOOT,
 };
@@ -121,14 +125,17 @@ pub enum Expect {
     },
 }
 
-/// A raw disk image created fresh (all zeros) in the scenario's scratch
-/// directory before each boot; never committed.
+/// A raw disk image created fresh in the scenario's scratch directory before
+/// each boot (zeros, or a FAT volume the host makes: [`DiskContent`]) and,
+/// for a FAT volume, checked by the host after QEMU exits; never committed.
 #[derive(Clone, Copy, Debug)]
 pub struct Disk {
     /// File name inside the scratch directory (`[A-Za-z0-9._-]`).
     pub file_name: &'static str,
     /// Size in MiB.
     pub size_mib: u32,
+    /// What it holds at boot, and what the host checks afterwards.
+    pub content: DiskContent,
 }
 
 /// Placeholder in [`Scenario::qemu_args`] for the scratch directory.
