@@ -265,6 +265,26 @@ mod tests {
                 );
                 assert!(d.size_mib > 0);
                 assert!(s.disks[..i].iter().all(|e| e.file_name != d.file_name));
+                if let DiskContent::Fat(v) = &d.content {
+                    assert!(!v.label.is_empty() && v.label.len() <= 11);
+                    // At least 16 MiB of partition, for FAT16's cluster count.
+                    assert!(v.first_sector >= 1);
+                    assert!(
+                        (u64::from(d.size_mib) << 11).saturating_sub(v.first_sector) >= 16 << 11,
+                        "{}: FAT partition of {} too small",
+                        s.name,
+                        d.file_name
+                    );
+                    for f in v.files.iter().chain(v.expect_after) {
+                        let (base, ext) = f.name.split_once('.').unwrap_or((f.name, ""));
+                        assert!(
+                            (1..=8).contains(&base.len()) && ext.len() <= 3,
+                            "{}: {} is not an 8.3 name",
+                            s.name,
+                            f.name
+                        );
+                    }
+                }
                 let path = format!("{SCRATCH}/{}", d.file_name);
                 assert!(
                     s.qemu_args.iter().any(|a| a.contains(&path)),
