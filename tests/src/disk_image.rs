@@ -20,6 +20,27 @@ pub enum DiskContent {
     Zeroed,
     /// An MBR whose partition 1 holds a FAT volume.
     Fat(FatVolume),
+    /// The image of the same name scenario `from` left behind (run it
+    /// first: `cargo xtask test` runs scenarios in table order), copied;
+    /// after the boot the host checks it as `check` says (its `files` are
+    /// not used).
+    Kept {
+        /// The scenario whose image this is.
+        from: &'static str,
+        /// The checks after the boot, if any.
+        check: Option<FatVolume>,
+    },
+}
+
+impl DiskContent {
+    /// The volume the host checks after the boot.
+    pub const fn checked_volume(&self) -> Option<&FatVolume> {
+        match self {
+            DiskContent::Zeroed => None,
+            DiskContent::Fat(v) => Some(v),
+            DiskContent::Kept { check, .. } => check.as_ref(),
+        }
+    }
 }
 
 /// A file the host puts on a volume or expects on it.

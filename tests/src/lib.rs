@@ -112,6 +112,11 @@ pub enum Expect {
     InOrder(&'static [&'static str]),
     /// Exactly this many lines contain the substring.
     Count(&'static str, usize),
+    /// xtask kills QEMU with SIGKILL (as `kill -9`) as soon as a line
+    /// contains this substring, and the run must end that way: the line
+    /// appears and QEMU does not exit by itself first (the exit status is
+    /// then not checked). At most one per scenario.
+    KilledAfter(&'static str),
     /// A measured number lies in `[min, max]`: the decimal number right after
     /// `key` in the first line containing `line`, divided (when `per` is
     /// given) by the number after `per.1` in the first line containing
@@ -173,6 +178,14 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The line after which xtask kills QEMU ([`Expect::KilledAfter`]).
+    pub fn kill_after(&self) -> Option<&'static str> {
+        self.expect.iter().find_map(|e| match *e {
+            Expect::KilledAfter(line) => Some(line),
+            _ => None,
+        })
+    }
+
     /// The guest bins this scenario's modules are built from, without duplicates,
     /// in first-use order.
     pub fn guests(&self) -> Vec<&'static str> {
@@ -293,6 +306,32 @@ mod tests {
                     d.file_name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn kept_disks_come_from_an_earlier_scenario_and_kills_are_single() {
+        for (i, s) in scenarios().iter().enumerate() {
+            for d in s.disks {
+                if let DiskContent::Kept { from, .. } = d.content {
+                    let earlier = scenarios()[..i].iter().find(|e| e.name == from);
+                    let earlier = earlier
+                        .unwrap_or_else(|| panic!("{}: {from} is not an earlier scenario", s.name));
+                    assert!(
+                        earlier.disks.iter().any(|e| e.file_name == d.file_name),
+                        "{}: {from} has no disk {}",
+                        s.name,
+                        d.file_name
+                    );
+                    assert!(earlier.kind.in_test_suite() == s.kind.in_test_suite());
+                }
+            }
+            let kills = s
+                .expect
+                .iter()
+                .filter(|e| matches!(e, Expect::KilledAfter(_)))
+                .count();
+            assert!(kills <= 1, "{}: more than one KilledAfter", s.name);
         }
     }
 

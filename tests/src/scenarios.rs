@@ -109,6 +109,32 @@ const FSDEMO_DISK: Disk = Disk {
     }),
 };
 
+/// The durability scenarios' volume: made like `fsdemo-disk`'s; after each
+/// boot it must be clean and hold fsdemo's `NOTES.TXT`.
+const DURABLE_VOLUME: FatVolume = FatVolume {
+    first_sector: 2048,
+    label: "DURABLE",
+    files: &[HostFile {
+        name: "HELLO.TXT",
+        contents: host_hello,
+    }],
+    expect_after: &[HostFile {
+        name: "NOTES.TXT",
+        contents: fsdemo_notes,
+    }],
+};
+
+/// The q35 + VT-d + virtio-blk machine of the real-disk scenarios, with
+/// `{scratch}/fat.img` as the disk.
+const FAT_DISK_DEVICES: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-drive",
+    "file={scratch}/fat.img,if=none,id=vblk,format=raw",
+    "-device",
+    "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
+];
+
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
     Module {
@@ -919,14 +945,7 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
         smp: 1,
         mem_mib: 256,
-        qemu_args: &[
-            "-device",
-            "intel-iommu",
-            "-drive",
-            "file={scratch}/fat.img,if=none,id=vblk,format=raw",
-            "-device",
-            "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
-        ],
+        qemu_args: FAT_DISK_DEVICES,
         disks: &[FSDEMO_DISK],
         timeout_secs: 60,
         exit_status: POWEROFF,
@@ -949,6 +968,79 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),
             Expect::Absent("refused"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "durability-1-write",
+        about: "Durability, boot 1: fsdemo writes NOTES.TXT to a host-made FAT image on virtio-blk and flushes; xtask kills QEMU with SIGKILL as soon as the flush is acknowledged; the host then finds the volume clean and NOTES.TXT byte-exact",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=virtio-blk blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: FAT_DISK_DEVICES,
+        disks: &[Disk {
+            file_name: "fat.img",
+            size_mib: 32,
+            content: DiskContent::Fat(DURABLE_VOLUME),
+        }],
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: serving from the VirtioBlk disk, 65536 units"),
+            Expect::Line("(d1) fsdemo: HELLO.TXT says: Hello from the host, put here by mcopy."),
+            Expect::KilledAfter("(d1) fsdemo: wrote NOTES.TXT (12288 bytes) and flushed the disk"),
+            Expect::Absent("(d1) fsdemo: reconnected"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "durability-2-read",
+        about: "Durability, boot 2: the image durability-1-write left after its kill -9 boots again; fsdemo finds NOTES.TXT intact, and so does the host afterwards",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=virtio-blk blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M -- verify=1",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: FAT_DISK_DEVICES,
+        disks: &[Disk {
+            file_name: "fat.img",
+            size_mib: 32,
+            content: DiskContent::Kept {
+                from: "durability-1-write",
+                check: Some(DURABLE_VOLUME),
+            },
+        }],
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: record 1: blk for d1, Whole, 65536 units"),
+            Expect::Line("(d1) fsdemo: NOTES.TXT from the previous boot is intact"),
+            Expect::Line("(d0) blkback: record 1 of d1 closed (the frontend closed): "),
+            Expect::Line(" 0 errors, 0 flushes, "),
+            Expect::Line("(hv) d1 'fsdemo': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
             Expect::Absent("crashed"),
             Expect::Absent("(hv) PANIC"),
         ],

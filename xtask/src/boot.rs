@@ -91,8 +91,18 @@ fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> 
         file.set_len(u64::from(disk.size_mib) << 20)
             .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
         drop(file);
-        if let DiskContent::Fat(volume) = &disk.content {
-            fat_image::make(&path, volume, &ws.abs(&dir))?;
+        match &disk.content {
+            DiskContent::Zeroed => {}
+            DiskContent::Fat(volume) => fat_image::make(&path, volume, &ws.abs(&dir))?,
+            DiskContent::Kept { from, .. } => {
+                let source = ws.abs(&ws.scratch_dir(from).join(disk.file_name));
+                std::fs::copy(&source, &path).map_err(|e| {
+                    format!(
+                        "cannot copy {} (run scenario {from} first): {e}",
+                        source.display()
+                    )
+                })?;
+            }
         }
     }
     expand_scratch(scenario.qemu_args, &dir)
@@ -130,6 +140,7 @@ pub fn boot(
         log: &log,
         timeout: Duration::from_secs(timeout_secs),
         echo: options.echo,
+        kill_after: scenario.kill_after(),
     })?;
     if finished.end == End::Interrupted {
         return Err(crate::Error::Interrupted);
@@ -168,7 +179,7 @@ fn host_checks(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> {
     let dir = ws.abs(&ws.scratch_dir(scenario.name));
     let mut failures = Vec::new();
     for disk in scenario.disks {
-        if let DiskContent::Fat(volume) = &disk.content {
+        if let Some(volume) = disk.content.checked_volume() {
             failures.extend(fat_image::check(&dir.join(disk.file_name), volume, &dir)?);
         }
     }
