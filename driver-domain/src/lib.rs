@@ -17,7 +17,9 @@
 //! - [`nvme`]: NVMe queue pairs, commands, PRP lists and the controller
 //!   bring-up;
 //! - [`blk`] and [`net`]: the block-device and NIC traits the backends use;
-//! - [`pattern`]: the patterned sectors and frames the self-tests write.
+//! - [`pattern`]: the patterned sectors and frames the self-tests write;
+//! - [`sync_disk`]: a block device driven one request at a time on byte
+//!   buffers, which the block backend serves guests from.
 //!
 //! Everything here is portable: hardware is reached only through the traits
 //! above, which the kernel implements over mapped MMIO and its own frames
@@ -35,6 +37,7 @@ pub mod nvme;
 pub mod pattern;
 pub mod pci;
 pub mod regs;
+pub mod sync_disk;
 pub mod virtio;
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! holding `MACHINE_POWER`, ends the machine. It binds `VIRQ_DOM_EXC`
 //! (raised whenever another domain shuts down or crashes) and blocks between
 //! checks of `domctl(DOMCTL_GET_INFO)`, so it uses no CPU while guests run.
-//! Backends and the toolstack come later.
+//! Meanwhile its backends ([`backend`]) serve the guests' split devices,
+//! from a RAM disk or, with `disk=virtio-blk` (or `disk=nvme`), from that
+//! disk, which then gets no self-test.
 //!
 //! The drivers themselves are the `driver_domain` library (host-tested);
 //! this binary adds the hardware side ([`hw`]).
@@ -25,6 +27,14 @@ mod devices;
 mod grant_dma;
 mod hw;
 
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use core::cell::RefCell;
+
+use backend::block_store::SharedStore;
+use backend::config::DiskDevice;
+use driver_domain::blk::BlockError;
+use driver_domain::sync_disk::SyncDisk;
 use hypercall_abi::domctl::DOMAIN_STATE_RUNNING;
 use hypercall_abi::evtchn::VIRQ_DOM_EXC;
 use hypercall_abi::sched::SHUTDOWN_POWEROFF;
@@ -44,18 +54,25 @@ fn kmain(si: &'static StartInfo) {
     );
     let args = Args::new(si.cmdline_str());
     let flag = |key| args.get_u64(key).unwrap_or(0) != 0;
+    let (config, refused) = backend::config::parse(si.cmdline_str());
+    for token in refused {
+        println!("toolstack: ignoring bad option `{token}`");
+    }
+    let served = config.device;
+    let mut devs = None;
     if flag("grant-dma") {
         run_grant_dma(si);
-    } else if flag("devices") || flag("dma-attack") || flag("bench") {
-        run_devices(si, flag("dma-attack"), flag("bench"));
+    } else if flag("devices") || flag("dma-attack") || flag("bench") || served.is_some() {
+        devs = run_devices(si, flag("dma-attack"), flag("bench"), served);
     }
+    let disk = served.and_then(|kind| served_disk(kind, devs.as_mut()?));
     let port = match events::bind_virq(VIRQ_DOM_EXC) {
         Ok(port) => port,
         Err(err) => panic!("driver: cannot bind VIRQ_DOM_EXC: {err}"),
     };
     // The event only wakes the wait below, which re-checks the domains.
     events::set_handler(port, domain_exception);
-    let mut backends = backend::Backends::start(si);
+    let mut backends = backend::Backends::start(si, &config, disk);
     backends.run_until(|| match other_domain_running(si.domid) {
         Ok(running) => !running,
         Err(err) => panic!("driver: cannot list domains: {err}"),
@@ -64,14 +81,45 @@ fn kmain(si: &'static StartInfo) {
     shutdown(SHUTDOWN_POWEROFF);
 }
 
-/// Brings the devices up and runs the self-tests, the attack or the
+/// Takes the disk the backends serve guests from out of `devs` (DEV-6
+/// `disk=virtio-blk|nvme`), driven one request at a time with a 5 s limit
+/// per request.
+fn served_disk(kind: DiskDevice, devs: &mut devices::Devices) -> Option<SharedStore> {
+    let now = Box::new(pv_guest_kit::bench::rdtsc);
+    let timeout = devs.tsc_hz.max(1_000_000_000).saturating_mul(5);
+    let disk: Result<SharedStore, BlockError> = match kind {
+        DiskDevice::VirtioBlk => {
+            let (dev, _) = devs.vblk.take()?;
+            SyncDisk::new(dev, &mut devs.dma, now, timeout)
+                .map(|d| -> SharedStore { Rc::new(RefCell::new(d)) })
+        }
+        DiskDevice::Nvme => {
+            let (dev, _) = devs.nvme.take()?;
+            SyncDisk::new(dev, &mut devs.dma, now, timeout)
+                .map(|d| -> SharedStore { Rc::new(RefCell::new(d)) })
+        }
+    };
+    disk.map_err(|e| println!("dd: cannot serve the {kind:?} disk: {e}"))
+        .ok()
+}
+
+/// Brings the devices up and runs the self-tests (except on `served`, the
+/// disk guests get, whose contents belong to them), the attack or the
 /// benchmarks. Failures are reported, never fatal: the domain still has to
 /// power the machine off.
-fn run_devices(si: &StartInfo, attack_mode: bool, bench_mode: bool) {
+fn run_devices(
+    si: &StartInfo,
+    attack_mode: bool,
+    bench_mode: bool,
+    served: Option<DiskDevice>,
+) -> Option<devices::Devices> {
     let tsc_hz = hw::clock::tsc_hz(si);
     let mut devs = match devices::bring_up(tsc_hz) {
         Ok(devs) => devs,
-        Err(err) => return println!("dd: cannot list devices: {err}"),
+        Err(err) => {
+            println!("dd: cannot list devices: {err}");
+            return None;
+        }
     };
     println!("dd: {} device(s) assigned", devs.listed.len());
     if attack_mode {
@@ -85,16 +133,24 @@ fn run_devices(si: &StartInfo, attack_mode: bool, bench_mode: bool) {
                 "FAILED"
             }
         );
-        return;
+        return Some(devs);
     }
     let mut passed = true;
     let dma = &mut devs.dma;
     if let Some((disk, port)) = devs.vblk.as_mut() {
-        passed &=
-            devices::disk_self_test("virtio-blk", disk, *port, dma, tsc_hz, 2048, 256).is_ok();
+        if served == Some(DiskDevice::VirtioBlk) {
+            println!("dd: virtio-blk: serves guests, no self-test");
+        } else {
+            passed &=
+                devices::disk_self_test("virtio-blk", disk, *port, dma, tsc_hz, 2048, 256).is_ok();
+        }
     }
     if let Some((disk, port)) = devs.nvme.as_mut() {
-        passed &= devices::disk_self_test("nvme", disk, *port, dma, tsc_hz, 2048, 256).is_ok();
+        if served == Some(DiskDevice::Nvme) {
+            println!("dd: nvme: serves guests, no self-test");
+        } else {
+            passed &= devices::disk_self_test("nvme", disk, *port, dma, tsc_hz, 2048, 256).is_ok();
+        }
     }
     if let Some((nic, port)) = devs.vnet.as_mut() {
         passed &= devices::arp_self_test(nic, *port, tsc_hz);
@@ -115,6 +171,7 @@ fn run_devices(si: &StartInfo, attack_mode: bool, bench_mode: bool) {
             bench::net(nic, tsc_hz);
         }
     }
+    Some(devs)
 }
 
 /// Brings the devices up and runs the grant-DMA test ([`grant_dma`]).

@@ -12,6 +12,8 @@
 //! - [`elf_mutations`]: turns a valid guest image into a broken one, for the
 //!   loader's refusal paths.
 //! - [`bench`]: parses the `BENCH name=… value=… unit=…` lines benchmarks print.
+//! - [`disk_image`]: disk images the host prepares (an MBR + FAT volume) and
+//!   checks after the boot (`fsck.vfat`, files copied back byte for byte).
 //!
 //! # Serial-log contract (what hv-core prints and the judge relies on)
 //! - hypervisor lines start with `(hv) `, guest console lines with `(d<domid>) `;
@@ -21,10 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod disk_image;
 pub mod elf_mutations;
 mod scenarios;
 mod verdict;
 
+pub use disk_image::{DiskContent, FatVolume, HostFile};
 pub use hypercall_abi::machine::{
     qemu_status, EXIT_DRIVER_DOMAIN_CRASHED, EXIT_PANIC, EXIT_POWEROFF, EXIT_REBOOT,
 };
@@ -108,6 +112,11 @@ pub enum Expect {
     InOrder(&'static [&'static str]),
     /// Exactly this many lines contain the substring.
     Count(&'static str, usize),
+    /// xtask kills QEMU with SIGKILL (as `kill -9`) as soon as a line
+    /// contains this substring, and the run must end that way: the line
+    /// appears and QEMU does not exit by itself first (the exit status is
+    /// then not checked). At most one per scenario.
+    KilledAfter(&'static str),
     /// A measured number lies in `[min, max]`: the decimal number right after
     /// `key` in the first line containing `line`, divided (when `per` is
     /// given) by the number after `per.1` in the first line containing
@@ -121,14 +130,17 @@ pub enum Expect {
     },
 }
 
-/// A raw disk image created fresh (all zeros) in the scenario's scratch
-/// directory before each boot; never committed.
+/// A raw disk image created fresh in the scenario's scratch directory before
+/// each boot (zeros, or a FAT volume the host makes: [`DiskContent`]) and,
+/// for a FAT volume, checked by the host after QEMU exits; never committed.
 #[derive(Clone, Copy, Debug)]
 pub struct Disk {
     /// File name inside the scratch directory (`[A-Za-z0-9._-]`).
     pub file_name: &'static str,
     /// Size in MiB.
     pub size_mib: u32,
+    /// What it holds at boot, and what the host checks afterwards.
+    pub content: DiskContent,
 }
 
 /// Placeholder in [`Scenario::qemu_args`] for the scratch directory.
@@ -166,6 +178,14 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The line after which xtask kills QEMU ([`Expect::KilledAfter`]).
+    pub fn kill_after(&self) -> Option<&'static str> {
+        self.expect.iter().find_map(|e| match *e {
+            Expect::KilledAfter(line) => Some(line),
+            _ => None,
+        })
+    }
+
     /// The guest bins this scenario's modules are built from, without duplicates,
     /// in first-use order.
     pub fn guests(&self) -> Vec<&'static str> {
@@ -258,6 +278,26 @@ mod tests {
                 );
                 assert!(d.size_mib > 0);
                 assert!(s.disks[..i].iter().all(|e| e.file_name != d.file_name));
+                if let DiskContent::Fat(v) = &d.content {
+                    assert!(!v.label.is_empty() && v.label.len() <= 11);
+                    // At least 16 MiB of partition, for FAT16's cluster count.
+                    assert!(v.first_sector >= 1);
+                    assert!(
+                        (u64::from(d.size_mib) << 11).saturating_sub(v.first_sector) >= 16 << 11,
+                        "{}: FAT partition of {} too small",
+                        s.name,
+                        d.file_name
+                    );
+                    for f in v.files.iter().chain(v.expect_after) {
+                        let (base, ext) = f.name.split_once('.').unwrap_or((f.name, ""));
+                        assert!(
+                            (1..=8).contains(&base.len()) && ext.len() <= 3,
+                            "{}: {} is not an 8.3 name",
+                            s.name,
+                            f.name
+                        );
+                    }
+                }
                 let path = format!("{SCRATCH}/{}", d.file_name);
                 assert!(
                     s.qemu_args.iter().any(|a| a.contains(&path)),
@@ -266,6 +306,32 @@ mod tests {
                     d.file_name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn kept_disks_come_from_an_earlier_scenario_and_kills_are_single() {
+        for (i, s) in scenarios().iter().enumerate() {
+            for d in s.disks {
+                if let DiskContent::Kept { from, .. } = d.content {
+                    let earlier = scenarios()[..i].iter().find(|e| e.name == from);
+                    let earlier = earlier
+                        .unwrap_or_else(|| panic!("{}: {from} is not an earlier scenario", s.name));
+                    assert!(
+                        earlier.disks.iter().any(|e| e.file_name == d.file_name),
+                        "{}: {from} has no disk {}",
+                        s.name,
+                        d.file_name
+                    );
+                    assert!(earlier.kind.in_test_suite() == s.kind.in_test_suite());
+                }
+            }
+            let kills = s
+                .expect
+                .iter()
+                .filter(|e| matches!(e, Expect::KilledAfter(_)))
+                .count();
+            assert!(kills <= 1, "{}: more than one KilledAfter", s.name);
         }
     }
 

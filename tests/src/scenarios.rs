@@ -10,8 +10,9 @@
 
 use hypercall_abi::machine::{qemu_status, EXIT_POWEROFF};
 
+use crate::disk_image::{fsdemo_notes, host_hello};
 use crate::elf_mutations::{entry_outside, not_elf, overlapping_segments, truncate};
-use crate::{Disk, Expect, Image, Kind, Module, Scenario};
+use crate::{Disk, DiskContent, Expect, FatVolume, HostFile, Image, Kind, Module, Scenario};
 
 /// hv-core command line shared by every scenario; every test boot runs the
 /// frame-table audit (SPEC MM-8).
@@ -44,10 +45,12 @@ const DD_DISKS: &[Disk] = &[
     Disk {
         file_name: "vblk.img",
         size_mib: 8,
+        content: DiskContent::Zeroed,
     },
     Disk {
         file_name: "nvme.img",
         size_mib: 8,
+        content: DiskContent::Zeroed,
     },
 ];
 
@@ -79,6 +82,58 @@ const DD_DEVICES_VTD: [&str; 14] = dd_devices!("intel-iommu");
 /// harmless `-device`: QEMU's default VGA, as on the IOMMU machines).
 const DD_DEVICES_NO_IOMMU: [&str; 14] = dd_devices!("VGA");
 const DD_DEVICES_AMDVI: [&str; 14] = dd_devices!("amd-iommu");
+
+/// `fsdemo-disk`'s disk: 32 MiB, an MBR whose partition 1 (from 1 MiB) is
+/// a FAT16 volume the host made, holding the host's `HELLO.TXT`; after the
+/// boot it must be clean and hold fsdemo's `NOTES.TXT`.
+const FSDEMO_DISK: Disk = Disk {
+    file_name: "fat.img",
+    size_mib: 32,
+    content: DiskContent::Fat(FatVolume {
+        first_sector: 2048,
+        label: "PARAVANE",
+        files: &[HostFile {
+            name: "HELLO.TXT",
+            contents: host_hello,
+        }],
+        expect_after: &[
+            HostFile {
+                name: "HELLO.TXT",
+                contents: host_hello,
+            },
+            HostFile {
+                name: "NOTES.TXT",
+                contents: fsdemo_notes,
+            },
+        ],
+    }),
+};
+
+/// The durability scenarios' volume: made like `fsdemo-disk`'s; after each
+/// boot it must be clean and hold fsdemo's `NOTES.TXT`.
+const DURABLE_VOLUME: FatVolume = FatVolume {
+    first_sector: 2048,
+    label: "DURABLE",
+    files: &[HostFile {
+        name: "HELLO.TXT",
+        contents: host_hello,
+    }],
+    expect_after: &[HostFile {
+        name: "NOTES.TXT",
+        contents: fsdemo_notes,
+    }],
+};
+
+/// The q35 + VT-d + virtio-blk machine of the real-disk scenarios, with
+/// `{scratch}/fat.img` as the disk.
+const FAT_DISK_DEVICES: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-drive",
+    "file={scratch}/fat.img,if=none,id=vblk,format=raw",
+    "-device",
+    "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
+];
 
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
@@ -873,6 +928,164 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),
             Expect::Absent("refused"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "fsdemo-disk",
+        about: "fsdemo on a real disk: the host makes a FAT image (mkfs.vfat, mcopy), the driver domain serves it to fsdemo from virtio-blk behind VT-d, fsdemo reads the host's file and writes its own; afterwards fsck.vfat -n finds it clean and mcopy gets fsdemo's file byte-exact",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=virtio-blk blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: FAT_DISK_DEVICES,
+        disks: &[FSDEMO_DISK],
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: VT-d"),
+            Expect::Line("(d0) dd: 00:03.0 virtio-blk: 65536 sectors of 512 bytes"),
+            Expect::Line("(d0) dd: virtio-blk: serves guests, no self-test"),
+            Expect::Line("(d0) toolstack: serving from the VirtioBlk disk, 65536 units"),
+            Expect::Line("(d0) toolstack: record 1: blk for d1, Whole, 65536 units"),
+            Expect::Line("(d0) blkback: record 1 connected to d1: 2 ring pages (32 slots)"),
+            Expect::Line("(d1) fsdemo: 8 reads were in flight at once; 64 KiB indirect read matches them"),
+            Expect::Line("(d1) fsdemo: HELLO.TXT says: Hello from the host, put here by mcopy."),
+            Expect::Line("(d1) fsdemo: wrote NOTES.TXT (12288 bytes) and flushed the disk"),
+            Expect::Line("(d1) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            Expect::Count("(d0) blkback: record 1 of d1 closed (the frontend closed)", 2),
+            Expect::Count(" requests, 0 errors, ", 2),
+            // Both flushes went to the device (SyncDisk waits for its answer).
+            Expect::Line(" 0 errors, 2 flushes, "),
+            Expect::Line("(hv) d1 'fsdemo': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("refused"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "fsdemo-nvme",
+        about: "fsdemo-disk with the FAT image on NVMe behind VT-d (disk=nvme): host-made, read and written by fsdemo, then clean and byte-exact on the host",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=nvme blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &[
+            "-device",
+            "intel-iommu",
+            "-drive",
+            "file={scratch}/fat.img,if=none,id=nvme,format=raw",
+            "-device",
+            "nvme,drive=nvme,serial=paravane0,addr=04.0",
+        ],
+        disks: &[FSDEMO_DISK],
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) dd: nvme: serves guests, no self-test"),
+            Expect::Line("(d0) toolstack: serving from the Nvme disk, 65536 units"),
+            Expect::Line("(d1) fsdemo: HELLO.TXT says: Hello from the host, put here by mcopy."),
+            Expect::Line("(d1) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            Expect::Line(" 0 errors, 2 flushes, "),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("refused"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "durability-1-write",
+        about: "Durability, boot 1: fsdemo writes NOTES.TXT to a host-made FAT image on virtio-blk and flushes; xtask kills QEMU with SIGKILL as soon as the flush is acknowledged; the host then finds the volume clean and NOTES.TXT byte-exact",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=virtio-blk blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: FAT_DISK_DEVICES,
+        disks: &[Disk {
+            file_name: "fat.img",
+            size_mib: 32,
+            content: DiskContent::Fat(DURABLE_VOLUME),
+        }],
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: serving from the VirtioBlk disk, 65536 units"),
+            Expect::Line("(d1) fsdemo: HELLO.TXT says: Hello from the host, put here by mcopy."),
+            Expect::KilledAfter("(d1) fsdemo: wrote NOTES.TXT (12288 bytes) and flushed the disk"),
+            Expect::Absent("(d1) fsdemo: reconnected"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "durability-2-read",
+        about: "Durability, boot 2: the image durability-1-write left after its kill -9 boots again; fsdemo finds NOTES.TXT intact, and so does the host afterwards",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=virtio-blk blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M -- verify=1",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: FAT_DISK_DEVICES,
+        disks: &[Disk {
+            file_name: "fat.img",
+            size_mib: 32,
+            content: DiskContent::Kept {
+                from: "durability-1-write",
+                check: Some(DURABLE_VOLUME),
+            },
+        }],
+        timeout_secs: 60,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: record 1: blk for d1, Whole, 65536 units"),
+            Expect::Line("(d1) fsdemo: NOTES.TXT from the previous boot is intact"),
+            Expect::Line("(d0) blkback: record 1 of d1 closed (the frontend closed): "),
+            Expect::Line(" 0 errors, 0 flushes, "),
+            Expect::Line("(hv) d1 'fsdemo': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
             Expect::Absent("crashed"),
             Expect::Absent("(hv) PANIC"),
         ],

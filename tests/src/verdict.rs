@@ -55,8 +55,14 @@ pub fn judge(scenario: &Scenario, log: &str, status: Option<i32>) -> Verdict {
     let lines: Vec<&str> = log.lines().map(|l| l.trim_end_matches('\r')).collect();
     let mut failures = Vec::new();
 
+    let killed = scenario.kill_after();
     match status {
+        None if killed.is_some() => {}
         None => failures.push(DID_NOT_EXIT.to_owned()),
+        Some(s) if killed.is_some() => failures.push(format!(
+            "QEMU exited by itself with status {s} ({}) before the line it was to be killed after",
+            describe_status(s)
+        )),
         Some(s) if s != scenario.exit_status => failures.push(format!(
             "QEMU exited with status {s} ({}), expected {} ({})",
             describe_status(s),
@@ -112,6 +118,12 @@ fn check(expect: &Expect, lines: &[&str]) -> Result<(), String> {
             Some(_) => Ok(()),
             None => Err(format!(
                 "expected a line containing `{needle}` — none found"
+            )),
+        },
+        Expect::KilledAfter(needle) => match first_containing(lines, 0, needle) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "expected QEMU to be killed after a line containing `{needle}` — none found"
             )),
         },
         Expect::Absent(needle) => match first_containing(lines, 0, needle) {
@@ -222,6 +234,25 @@ mod tests {
             exit_status: OK,
             expect,
         }
+    }
+
+    #[test]
+    fn killed_after_a_line_needs_the_line_and_no_exit() {
+        let s = scenario(&[Expect::KilledAfter("flushed")]);
+        assert_eq!(s.kill_after(), Some("flushed"));
+        assert!(judge(&s, "a\n(d1) flushed\n", None).passed);
+        let v = judge(&s, "a\n", None);
+        assert_eq!(
+            v.failures,
+            ["expected QEMU to be killed after a line containing `flushed` — none found"]
+        );
+        let v = judge(&s, "(d1) flushed\n", Some(OK));
+        assert!(
+            !v.passed && v.failures[0].contains("exited by itself"),
+            "{v:?}"
+        );
+        // Without the expectation a run that did not exit fails as always.
+        assert!(!judge(&scenario(&[Expect::Line("a")]), "a\n", None).passed);
     }
 
     const LOG: &str = "(hv) Paravane starting\r\n\

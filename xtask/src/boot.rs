@@ -1,6 +1,7 @@
 //! Booting one scenario: resolving its module images (writing derived ones to its
-//! scratch directory), assembling the QEMU machine, running it and judging the
-//! result. Shared by `run`, `test` and `bench`; they decide what to print.
+//! scratch directory), preparing its disks (zeros, or a host-made FAT image),
+//! assembling the QEMU machine, running it and judging the result, host checks
+//! on the disks included. Shared by `run`, `test` and `bench`; they decide what to print.
 //!
 //! # Invariants
 //! - Module strings are `<root-relative path> <args>` with every `,` doubled,
@@ -12,8 +13,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use paravane_tests::{judge, Image, Scenario, Verdict, DID_NOT_EXIT, SCRATCH};
+use paravane_tests::{judge, DiskContent, Image, Scenario, Verdict, DID_NOT_EXIT, SCRATCH};
 
+use crate::fat_image;
 use crate::qemu::{self, Accel, End, Finished, Launch, Machine};
 use crate::workspace::Workspace;
 use crate::Result;
@@ -88,6 +90,20 @@ fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> 
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         file.set_len(u64::from(disk.size_mib) << 20)
             .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+        drop(file);
+        match &disk.content {
+            DiskContent::Zeroed => {}
+            DiskContent::Fat(volume) => fat_image::make(&path, volume, &ws.abs(&dir))?,
+            DiskContent::Kept { from, .. } => {
+                let source = ws.abs(&ws.scratch_dir(from).join(disk.file_name));
+                std::fs::copy(&source, &path).map_err(|e| {
+                    format!(
+                        "cannot copy {} (run scenario {from} first): {e}",
+                        source.display()
+                    )
+                })?;
+            }
+        }
     }
     expand_scratch(scenario.qemu_args, &dir)
 }
@@ -124,6 +140,7 @@ pub fn boot(
         log: &log,
         timeout: Duration::from_secs(timeout_secs),
         echo: options.echo,
+        kill_after: scenario.kill_after(),
     })?;
     if finished.end == End::Interrupted {
         return Err(crate::Error::Interrupted);
@@ -143,11 +160,30 @@ pub fn boot(
         verdict.failures.insert(0, line);
         verdict.passed = false;
     }
+    let host_failures = host_checks(ws, scenario)?;
+    if !host_failures.is_empty() {
+        verdict.failures.extend(host_failures);
+        verdict.passed = false;
+    }
     Ok(Boot {
         finished,
         verdict,
         log,
     })
+}
+
+/// The host's checks on the scenario's disks once QEMU is gone (a FAT
+/// volume: `fsck.vfat -n` clean, expected files byte-exact); one line per
+/// failure.
+fn host_checks(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> {
+    let dir = ws.abs(&ws.scratch_dir(scenario.name));
+    let mut failures = Vec::new();
+    for disk in scenario.disks {
+        if let Some(volume) = disk.content.checked_volume() {
+            failures.extend(fat_image::check(&dir.join(disk.file_name), volume, &dir)?);
+        }
+    }
+    Ok(failures)
 }
 
 /// The root-relative path of a module image, writing derived images first.

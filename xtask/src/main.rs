@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod fat_image;
 mod fuzz;
 mod host_tests;
 mod kernels;

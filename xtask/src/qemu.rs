@@ -215,6 +215,8 @@ pub struct Launch<'a> {
     pub timeout: Duration,
     /// Print serial lines on stdout and QEMU's stderr on stderr as they arrive.
     pub echo: bool,
+    /// Kill QEMU with SIGKILL as soon as a serial line contains this.
+    pub kill_after: Option<&'a str>,
 }
 
 /// How a QEMU run ended.
@@ -228,6 +230,8 @@ pub enum End {
     TimedOut,
     /// The user pressed Ctrl-C; QEMU was killed.
     Interrupted,
+    /// QEMU was killed with SIGKILL after the line [`Launch::kill_after`] named.
+    KilledOnCue,
 }
 
 impl End {
@@ -321,7 +325,17 @@ pub fn launch(launch: &Launch<'_>) -> Result<Finished> {
             break End::Interrupted;
         }
         match rx.recv_timeout(POLL) {
-            Ok((source, line)) => capture.take(source, &line),
+            Ok((source, line)) => {
+                capture.take(source, &line);
+                let cue = launch
+                    .kill_after
+                    .filter(|_| matches!(source, Source::Serial));
+                if cue.is_some_and(|cue| line.contains(cue)) {
+                    // `Child::kill` sends SIGKILL: QEMU gets no chance to clean up.
+                    kill(&mut child);
+                    break End::KilledOnCue;
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             // Both pipes closed but the process lingers: keep polling for its exit.
             Err(RecvTimeoutError::Disconnected) => thread::sleep(POLL),
@@ -642,6 +656,7 @@ mod tests {
             log: &log,
             timeout: Duration::from_secs(30),
             echo: false,
+            kill_after: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::Exited(33), "{finished:?}");
@@ -674,10 +689,36 @@ mod tests {
             log: &dir.join("out.log"),
             timeout: Duration::from_secs(2),
             echo: false,
+            kill_after: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::TimedOut);
         assert_eq!(finished.serial, "spinning\n");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn kills_a_kernel_on_its_cue() {
+        let Some(qemu) = find_on_path(QEMU) else {
+            eprintln!("skipped: {QEMU} not installed");
+            return;
+        };
+        let dir = scratch_with_kernel("cue", &tiny_kernel("flushed, kill me\n", None));
+        let started = Instant::now();
+        let finished = launch(&Launch {
+            qemu: &qemu,
+            args: tiny_machine("").args(),
+            cwd: &dir,
+            log: &dir.join("out.log"),
+            timeout: Duration::from_secs(30),
+            echo: false,
+            kill_after: Some("kill me"),
+        })
+        .expect("launch");
+        assert_eq!(finished.end, End::KilledOnCue);
+        assert_eq!(finished.serial, "flushed, kill me\n");
+        // Killed at once, long before the timeout.
         assert!(started.elapsed() < Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -696,6 +737,7 @@ mod tests {
             log: &dir.join("out.log"),
             timeout: Duration::from_secs(30),
             echo: false,
+            kill_after: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::Exited(1), "{finished:?}");

@@ -16,7 +16,6 @@
 //! A producer index that breaks RING-6 ends the connection (BLK-9): the
 //! caller unmaps the ring and closes the record; nothing else is affected.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use hypercall_abi::blkif::*;
@@ -268,7 +267,9 @@ impl BlkConnection {
     }
 
     /// Moves checked segments between the frontend's grants and the store,
-    /// [`BOUNCE_FRAMES`] segments at a time.
+    /// [`BOUNCE_FRAMES`] segments at a time, each batch with one store call
+    /// (the segments cover consecutive units): a real disk then sees one
+    /// request per batch, not one per segment.
     fn transfer(
         &mut self,
         write: bool,
@@ -277,7 +278,7 @@ impl BlkConnection {
         bounce: &mut Bounce,
     ) -> i16 {
         let mut unit = sector;
-        let mut buf = vec![0u8; 4096];
+        let mut buf = Vec::new();
         for chunk in segs.chunks(BOUNCE_FRAMES) {
             let ops: Vec<CopyOp> = chunk
                 .iter()
@@ -296,38 +297,43 @@ impl BlkConnection {
                     },
                 })
                 .collect();
+            let total: usize = ops.iter().map(|op| op.len as usize).sum();
+            buf.clear();
+            buf.resize(total, 0u8);
+            let units = (total / UNIT) as u64;
             if write {
                 // Every grant is copied before the disk is touched.
                 match copy_batch(&ops, &mut bounce.frames) {
                     Ok(st) if st.iter().all(|&s| s == 0) => {}
                     _ => return BLKIF_RSP_ERROR,
                 }
+                let mut at = 0;
                 for (i, op) in ops.iter().enumerate() {
-                    let bytes = &mut buf[..op.len as usize];
-                    bounce.frames[i].read_bytes(0, bytes);
-                    if self.store.write(unit, bytes).is_err() {
-                        return BLKIF_RSP_ERROR;
-                    }
-                    let units = u64::from(op.len) / UNIT as u64;
-                    unit += units;
-                    self.stats.units_written += units;
+                    let n = op.len as usize;
+                    bounce.frames[i].read_bytes(0, &mut buf[at..at + n]);
+                    at += n;
                 }
+                if self.store.write(unit, &buf).is_err() {
+                    return BLKIF_RSP_ERROR;
+                }
+                self.stats.units_written += units;
             } else {
-                for (i, op) in ops.iter().enumerate() {
-                    let bytes = &mut buf[..op.len as usize];
-                    if self.store.read(unit, bytes).is_err() {
-                        return BLKIF_RSP_ERROR;
-                    }
-                    bounce.frames[i].write_bytes(0, bytes);
-                    let units = u64::from(op.len) / UNIT as u64;
-                    unit += units;
-                    self.stats.units_read += units;
+                if self.store.read(unit, &mut buf).is_err() {
+                    return BLKIF_RSP_ERROR;
                 }
+                let mut at = 0;
+                for (i, op) in ops.iter().enumerate() {
+                    let n = op.len as usize;
+                    bounce.frames[i].write_bytes(0, &buf[at..at + n]);
+                    at += n;
+                }
+                self.stats.units_read += units;
                 match copy_batch(&ops, &mut bounce.frames) {
                     Ok(st) if st.iter().all(|&s| s == 0) => {}
                     _ => return BLKIF_RSP_ERROR,
                 }
             }
+            unit += units;
         }
         BLKIF_RSP_OKAY
     }

@@ -2,6 +2,8 @@
 //! DEV-6), from the driver domain's own command line:
 //!
 //! - `disk=<MiB>`: size of the RAM disk (default 16, at most 256);
+//!   `disk=virtio-blk` or `disk=nvme` instead serves the `blk=` views from
+//!   the driver domain's own virtio-blk or NVMe disk (since ABI 0.5);
 //! - `seed=gpt-fat`: lay a GPT on the RAM disk whose partition 1 holds a
 //!   small MBR-partitioned disk with a FAT16 volume (a stand-in for a
 //!   host-made image until real disks arrive);
@@ -30,6 +32,15 @@ pub enum View {
     Lba { first: u64, count: u64 },
 }
 
+/// A real disk the `blk=` views are cut from instead of the RAM disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskDevice {
+    /// The first virtio-blk device assigned to this domain.
+    VirtioBlk,
+    /// The first NVMe controller's namespace 1.
+    Nvme,
+}
+
 /// One `blk=` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkConfig {
@@ -49,6 +60,8 @@ pub struct NetConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub disk_mib: u64,
+    /// `Some` when the views come from a real disk (`disk=virtio-blk|nvme`).
+    pub device: Option<DiskDevice>,
     pub seed: bool,
     pub blk: Vec<BlkConfig>,
     pub net: Vec<NetConfig>,
@@ -121,9 +134,18 @@ pub fn parse(line: &str) -> (Config, Vec<&str>) {
     for token in line.split_ascii_whitespace() {
         let (key, value) = token.split_once('=').unwrap_or((token, ""));
         let ok = match key {
-            "disk" => match number(value) {
-                Some(mib) if (1..=MAX_DISK_MIB).contains(&mib) => {
+            "disk" => match (value, number(value)) {
+                ("virtio-blk", _) => {
+                    config.device = Some(DiskDevice::VirtioBlk);
+                    true
+                }
+                ("nvme", _) => {
+                    config.device = Some(DiskDevice::Nvme);
+                    true
+                }
+                (_, Some(mib)) if (1..=MAX_DISK_MIB).contains(&mib) => {
                     config.disk_mib = mib;
+                    config.device = None;
                     true
                 }
                 _ => false,
@@ -156,6 +178,7 @@ mod tests {
         );
         assert!(refused.is_empty(), "{refused:?}");
         assert_eq!(c.disk_mib, 32);
+        assert_eq!(c.device, None);
         assert!(c.seed);
         assert_eq!(
             c.blk,
@@ -198,5 +221,19 @@ mod tests {
         assert_eq!(refused.len(), 9);
         assert!(c.blk.is_empty() && c.net.is_empty());
         assert_eq!(c.disk_mib, 16);
+        assert_eq!(parse("disk=virtio").1, ["disk=virtio"]);
+        assert_eq!(parse("disk=sata").0.device, None);
+    }
+
+    #[test]
+    fn selects_a_real_disk() {
+        let (c, refused) = parse("devices=1 disk=virtio-blk blk=1:whole");
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(c.device, Some(DiskDevice::VirtioBlk));
+        assert_eq!(c.blk.len(), 1);
+        assert_eq!(parse("disk=nvme").0.device, Some(DiskDevice::Nvme));
+        // The last `disk=` wins.
+        let (c, _) = parse("disk=nvme disk=8");
+        assert_eq!((c.device, c.disk_mib), (None, 8));
     }
 }

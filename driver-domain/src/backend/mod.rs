@@ -1,6 +1,7 @@
 //! Split-device backends of the driver domain (SPEC.md §12–14): the
 //! boot-time toolstack that creates devbus records from the command line
-//! ([`config`]), the storage they serve ([`block_store`], [`gpt`],
+//! ([`config`]), the storage they serve (a RAM disk or a real disk,
+//! [`block_store`], [`gpt`],
 //! [`disk_image`]), blkback ([`blkback`]), and netback ([`netback`]) with
 //! its learning bridge ([`bridge`]), all driven by one event loop
 //! ([`Backends::run_until`]).
@@ -64,7 +65,7 @@ pub struct Backends {
 
 fn wake(_port: Port) {}
 
-/// Resolves a configured view on the RAM disk.
+/// Resolves a configured view on the disk.
 fn resolve(disk: &SharedStore, view: config::View) -> Result<View, &'static str> {
     match view {
         config::View::Whole => Ok(View::whole(disk.clone())),
@@ -82,13 +83,10 @@ fn resolve(disk: &SharedStore, view: config::View) -> Result<View, &'static str>
 }
 
 impl Backends {
-    /// Sets up the RAM disk and creates the configured records (the
-    /// boot-time toolstack, DEV-6). Problems are reported and skipped.
-    pub fn start(si: &StartInfo) -> Backends {
-        let (config, refused) = config::parse(si.cmdline_str());
-        for token in refused {
-            println!("toolstack: ignoring bad option `{token}`");
-        }
+    /// Sets up the disk (`device`, the real disk `config.device` named, or
+    /// else a RAM disk) and creates the configured records (the boot-time
+    /// toolstack, DEV-6). Problems are reported and skipped.
+    pub fn start(si: &StartInfo, config: &Config, device: Option<SharedStore>) -> Backends {
         if let Err(e) = devbus::watch() {
             panic!("backend: cannot bind VIRQ_DEVBUS: {e}");
         }
@@ -103,11 +101,11 @@ impl Backends {
             va_pool: Vec::new(),
             bounce,
         };
-        backends.create_records(&config);
+        backends.create_records(config, device);
         backends
     }
 
-    fn create_records(&mut self, config: &Config) {
+    fn create_records(&mut self, config: &Config, device: Option<SharedStore>) {
         for n in &config.net {
             let mut mac = [0u8; 8];
             mac[..6].copy_from_slice(&n.mac);
@@ -132,15 +130,32 @@ impl Backends {
         if config.blk.is_empty() {
             return;
         }
-        let disk: SharedStore = match RamDisk::new(config.disk_mib) {
-            Ok(d) => Rc::new(RefCell::new(d)),
-            Err(e) => {
-                println!("toolstack: no RAM disk of {} MiB: {e:?}", config.disk_mib);
+        let (disk, bench_name) = match (config.device, device) {
+            (Some(kind), Some(disk)) => {
+                let units = disk.borrow().units();
+                println!("toolstack: serving from the {kind:?} disk, {units} units");
+                if config.seed {
+                    println!("toolstack: seed= applies to the RAM disk only; not seeding {kind:?}");
+                }
+                (disk, "device_local_read_1m_cycles")
+            }
+            (Some(kind), None) => {
+                println!("toolstack: no {kind:?} disk to serve: no blk device created");
                 return;
             }
+            (None, _) => match RamDisk::new(config.disk_mib) {
+                Ok(d) => {
+                    println!("toolstack: RAM disk of {} MiB", config.disk_mib);
+                    let disk: SharedStore = Rc::new(RefCell::new(d));
+                    (disk, "ramdisk_local_read_1m_cycles")
+                }
+                Err(e) => {
+                    println!("toolstack: no RAM disk of {} MiB: {e:?}", config.disk_mib);
+                    return;
+                }
+            },
         };
-        println!("toolstack: RAM disk of {} MiB", config.disk_mib);
-        if config.seed {
+        if config.seed && config.device.is_none() {
             let seeded = disk_image::seed(&mut *disk.borrow_mut());
             match seeded {
                 Ok(s) => println!(
@@ -152,7 +167,7 @@ impl Backends {
         }
         {
             // The reference for blkfront's figures (fsdemo): 1 MiB read
-            // locally from the RAM disk, in TSC cycles.
+            // locally from the disk, in TSC cycles.
             let mut buf = alloc::vec![0u8; 1 << 20];
             let mut runs: Vec<u64> = (0..5)
                 .map(|_| {
@@ -163,7 +178,7 @@ impl Backends {
                 .collect();
             runs.sort_unstable();
             println!(
-                "BENCH name=ramdisk_local_read_1m_cycles value={} (median of 5, in the driver domain)",
+                "BENCH name={bench_name} value={} (median of 5, in the driver domain)",
                 runs[2]
             );
         }
