@@ -61,9 +61,9 @@ fn kmain(si: &'static StartInfo) {
     let served = config.device;
     let mut devs = None;
     if flag("grant-dma") {
-        run_grant_dma(si);
+        run_grant_dma();
     } else if flag("devices") || flag("dma-attack") || flag("bench") || served.is_some() {
-        devs = run_devices(si, flag("dma-attack"), flag("bench"), served);
+        devs = run_devices(flag("dma-attack"), flag("bench"), served);
     }
     let disk = served.and_then(|kind| served_disk(kind, devs.as_mut()?));
     let port = match events::bind_virq(VIRQ_DOM_EXC) {
@@ -108,12 +108,11 @@ fn served_disk(kind: DiskDevice, devs: &mut devices::Devices) -> Option<SharedSt
 /// benchmarks. Failures are reported, never fatal: the domain still has to
 /// power the machine off.
 fn run_devices(
-    si: &StartInfo,
     attack_mode: bool,
     bench_mode: bool,
     served: Option<DiskDevice>,
 ) -> Option<devices::Devices> {
-    let tsc_hz = hw::clock::tsc_hz(si);
+    let tsc_hz = pv_guest_kit::time::tsc_hz();
     let mut devs = match devices::bring_up(tsc_hz) {
         Ok(devs) => devs,
         Err(err) => {
@@ -175,8 +174,8 @@ fn run_devices(
 }
 
 /// Brings the devices up and runs the grant-DMA test ([`grant_dma`]).
-fn run_grant_dma(si: &StartInfo) {
-    let tsc_hz = hw::clock::tsc_hz(si);
+fn run_grant_dma() {
+    let tsc_hz = pv_guest_kit::time::tsc_hz();
     match devices::bring_up(tsc_hz) {
         Ok(mut devs) => {
             grant_dma::run(&mut devs);

@@ -23,6 +23,37 @@ pub const fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
     ((shifted as u128 * mul as u128) >> 32) as u64
 }
 
+/// The TSC frequency the PV clock's scale implies: `ns = ((tsc << shift) *
+/// mul) >> 32`, so `Hz = 10^9 * 2^32 / (mul * 2^shift)`; 0 for a zero scale.
+pub const fn hz_from_scale(mul: u32, shift: i8) -> u64 {
+    if mul == 0 {
+        return 0;
+    }
+    let num: u128 = 1_000_000_000u128 << 32;
+    let den = mul as u128;
+    let hz = if shift >= 0 {
+        num / (den << shift)
+    } else {
+        (num << (-shift)) / den
+    };
+    hz as u64
+}
+
+/// TSC ticks per second (0 if the hypervisor published no scale).
+pub fn tsc_hz() -> u64 {
+    let si = shared_info();
+    // SAFETY: shared_info is mapped for the whole life of the domain; two
+    // plain reads of fields hv-core writes once, when it builds the domain.
+    let (mul, shift) = unsafe {
+        let vi = core::ptr::addr_of!((*si).vcpu_info[0]);
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_to_system_mul)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_shift)),
+        )
+    };
+    hz_from_scale(mul, shift)
+}
+
 /// Nanoseconds of system time (since the hypervisor booted): the
 /// version-checked read of TIME-1.
 pub fn now_ns() -> u64 {
@@ -106,5 +137,21 @@ mod tests {
         assert_eq!(scale_delta(2_000_000_000, u32::MAX, -1), 999_999_999);
         assert_eq!(scale_delta(0, 1 << 31, 3), 0);
         assert_eq!(scale_delta(1000, 1 << 31, 1), 1000);
+    }
+
+    #[test]
+    fn frequency_inverts_the_scale() {
+        // mul 2^31 halves: with shift -1 a tick is 0.25 ns, with shift 1 1 ns.
+        assert_eq!(hz_from_scale(1 << 31, -1), 4_000_000_000);
+        assert_eq!(hz_from_scale(1 << 31, 1), 1_000_000_000);
+        assert_eq!(hz_from_scale(0, 3), 0);
+        // One second of ticks converts back to one second.
+        for (mul, shift) in [(0xd3c3_6113u32, -2i8), (0x8000_0001, 0), (0xffff_ffff, 3)] {
+            let hz = hz_from_scale(mul, shift);
+            assert!(
+                scale_delta(hz, mul, shift).abs_diff(1_000_000_000) < 10,
+                "{mul:#x} {shift}"
+            );
+        }
     }
 }

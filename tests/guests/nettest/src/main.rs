@@ -18,11 +18,9 @@
 extern crate alloc;
 
 use alloc::vec;
-use core::sync::atomic::{fence, Ordering};
 
 use hypercall_abi::evtchn::Port;
 use hypercall_abi::sched::{SchedPoll, SCHEDOP_POLL};
-use hypercall_abi::shared_info::SharedInfo;
 use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::{Errno, Hypercall};
 use pv_guest_kit::cmdline::Args;
@@ -31,6 +29,7 @@ use pv_guest_kit::devices::netfront::{find_vif, NetFront};
 use pv_guest_kit::events;
 use pv_guest_kit::hypercall::{hypercall_raw, sched_yield};
 use pv_guest_kit::println;
+use pv_guest_kit::time::now_ns;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -40,44 +39,8 @@ pv_guest_kit::entry!(kmain);
 
 const PORT: u16 = 7;
 
-/// System time in ns (TIME-1), read from vcpu_info 0.
-fn now_ns(si: &StartInfo) -> u64 {
-    let shared = si.shared_info as *const SharedInfo;
-    loop {
-        // SAFETY: shared_info is mapped for the whole life of the domain
-        // (start_info.shared_info); these are plain volatile field reads.
-        let (v0, ts, st, mul, shift) = unsafe {
-            let vi = core::ptr::addr_of!((*shared).vcpu_info[0]);
-            let v0 = core::ptr::read_volatile(core::ptr::addr_of!((*vi).time_version));
-            fence(Ordering::Acquire);
-            (
-                v0,
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_timestamp)),
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).system_time)),
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_to_system_mul)),
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_shift)),
-            )
-        };
-        let tsc = pv_guest_kit::bench::rdtsc();
-        fence(Ordering::Acquire);
-        // SAFETY: as above.
-        let v1 = unsafe {
-            core::ptr::read_volatile(core::ptr::addr_of!((*shared).vcpu_info[0].time_version))
-        };
-        if v0 == v1 && v0 & 1 == 0 {
-            let delta = tsc.wrapping_sub(ts);
-            let shifted = if shift >= 0 {
-                delta << shift
-            } else {
-                delta >> (-shift)
-            };
-            return st + ((u128::from(shifted) * u128::from(mul)) >> 32) as u64;
-        }
-    }
-}
-
-fn now(si: &StartInfo) -> Instant {
-    Instant::from_micros((now_ns(si) / 1000) as i64)
+fn now() -> Instant {
+    Instant::from_micros((now_ns() / 1000) as i64)
 }
 
 /// Blocks until `port` is pending or system time reaches `deadline_ns`.
@@ -126,7 +89,7 @@ const FNV_INIT: u64 = 0xcbf2_9ce4_8422_2325;
 /// The spoofer (NET-4): sends frames that claim another vif's MAC as their
 /// source, which the backend must drop before its bridge learns anything
 /// from them, and frames with its own MAC, which it must forward.
-fn spoof(si: &StartInfo, mut vif: NetFront, args: &Args<'_>) {
+fn spoof(mut vif: NetFront, args: &Args<'_>) {
     const FORGED: u64 = 50;
     const HONEST: u64 = 10;
     let victim = parse_mac(args.get("victim").unwrap_or("02:00:00:00:00:01"));
@@ -151,7 +114,7 @@ fn spoof(si: &StartInfo, mut vif: NetFront, args: &Args<'_>) {
         sent += 1;
     }
     // Wait until every tx request was answered.
-    let deadline = now_ns(si) + 10_000_000_000;
+    let deadline = now_ns() + 10_000_000_000;
     loop {
         vif.poll()
             .unwrap_or_else(|e| panic!("nettest: spoofer: {e}"));
@@ -159,11 +122,8 @@ fn spoof(si: &StartInfo, mut vif: NetFront, args: &Args<'_>) {
         if s.tx_frames == sent && vif.tx_idle() {
             break;
         }
-        assert!(
-            now_ns(si) < deadline,
-            "nettest: spoofer: tx never completed"
-        );
-        let _ = poll_until(vif.port(), now_ns(si) + 10_000_000);
+        assert!(now_ns() < deadline, "nettest: spoofer: tx never completed");
+        let _ = poll_until(vif.port(), now_ns() + 10_000_000);
     }
     let s = vif.stats();
     assert_eq!(
@@ -219,13 +179,13 @@ fn kmain(si: &'static StartInfo) {
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
     );
     if role == Some("spoofer") {
-        spoof(si, vif, &args);
+        spoof(vif, &args);
         return;
     }
 
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-    config.random_seed = u64::from(si.domid) * 0x9e37_79b9 + now_ns(si);
-    let mut iface = Interface::new(config, &mut vif, now(si));
+    config.random_seed = u64::from(si.domid) * 0x9e37_79b9 + now_ns();
+    let mut iface = Interface::new(config, &mut vif, now());
     iface.update_ip_addrs(|addrs| {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 24));
     });
@@ -245,11 +205,11 @@ fn kmain(si: &'static StartInfo) {
     let mut answer = [0u8; 16];
     let mut answer_len = 0usize;
     let mut started = false;
-    let start_ns = now_ns(si);
+    let start_ns = now_ns();
     let deadline = start_ns + 60_000_000_000;
     loop {
         events::clear_pending(port);
-        let t = now(si);
+        let t = now();
         iface.poll(t, &mut vif, &mut sockets);
         let sock = sockets.get_mut::<tcp::Socket>(handle);
         if server {
@@ -326,22 +286,22 @@ fn kmain(si: &'static StartInfo) {
                 let theirs = u64::from_le_bytes(answer[8..].try_into().unwrap_or([0; 8]));
                 assert_eq!(count, total, "nettest: the server counted {count} bytes");
                 assert_eq!(theirs, hash, "nettest: checksums differ");
-                let ms = (now_ns(si) - start_ns) / 1_000_000;
+                let ms = (now_ns() - start_ns) / 1_000_000;
                 println!(
                     "nettest: client sent {total} bytes; the server confirmed count and checksum {hash:#018x} ({ms} ms)"
                 );
                 break;
             }
         }
-        assert!(now_ns(si) < deadline, "nettest: no progress for 60 s");
+        assert!(now_ns() < deadline, "nettest: no progress for 60 s");
         // Sleep until the vif has news or smoltcp has a timer to serve.
         if !vif.has_work() {
-            let t = now(si);
+            let t = now();
             let delay = iface
                 .poll_delay(t, &sockets)
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
-            let until = now_ns(si) + delay.total_micros() * 1000;
+            let until = now_ns() + delay.total_micros() * 1000;
             if delay.total_micros() > 0 {
                 let _ = poll_until(port, until);
             } else {
@@ -353,11 +313,11 @@ fn kmain(si: &'static StartInfo) {
         }
     }
     // Let the last segments (the FIN and its ACK) leave.
-    let linger = now_ns(si) + 200_000_000;
-    while now_ns(si) < linger {
+    let linger = now_ns() + 200_000_000;
+    while now_ns() < linger {
         events::clear_pending(port);
-        iface.poll(now(si), &mut vif, &mut sockets);
-        let _ = poll_until(port, (now_ns(si) + 20_000_000).min(linger));
+        iface.poll(now(), &mut vif, &mut sockets);
+        let _ = poll_until(port, (now_ns() + 20_000_000).min(linger));
     }
     let s = vif.stats();
     println!(

@@ -230,62 +230,10 @@ pub fn catch_with_live_flags(flags: u64) -> Option<(u64, u64)> {
 
 /// TSC ticks per millisecond, from the PV clock's scale (TIME-1).
 pub fn tsc_per_ms() -> u64 {
-    let si = pv_guest_kit::start_info();
-    let shared = si.shared_info as *const hypercall_abi::shared_info::SharedInfo;
-    // SAFETY: shared_info is mapped for the domain's whole life
-    // (start_info.shared_info); two plain field reads of fields hv-core
-    // writes once, when it builds the domain.
-    let (mul, shift) = unsafe {
-        let vi = core::ptr::addr_of!((*shared).vcpu_info[0]);
-        (
-            core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_to_system_mul)),
-            core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_shift)),
-        )
-    };
-    let per_ms = (1_000_000u128 << 32) / u128::from(mul).max(1);
-    let shift = i32::from(shift);
-    if shift >= 0 {
-        (per_ms >> shift) as u64
-    } else {
-        (per_ms << (-shift)) as u64
-    }
+    pv_guest_kit::time::tsc_hz() / 1000
 }
 
-/// System time in ns (TIME-1): the version-checked read of vCPU 0's clock.
+/// System time in ns (TIME-1).
 pub fn system_time_ns() -> u64 {
-    use core::sync::atomic::fence;
-    let si = pv_guest_kit::start_info();
-    let shared = si.shared_info as *const hypercall_abi::shared_info::SharedInfo;
-    loop {
-        // SAFETY: shared_info is mapped for the domain's whole life; plain
-        // field reads, checked against the version below.
-        let (v0, ts, st, mul, shift) = unsafe {
-            let vi = core::ptr::addr_of!((*shared).vcpu_info[0]);
-            let v0 = core::ptr::read_volatile(core::ptr::addr_of!((*vi).time_version));
-            fence(Ordering::Acquire);
-            (
-                v0,
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_timestamp)),
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).system_time)),
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_to_system_mul)),
-                core::ptr::read_volatile(core::ptr::addr_of!((*vi).tsc_shift)),
-            )
-        };
-        let tsc = rdtsc();
-        fence(Ordering::Acquire);
-        // SAFETY: as above.
-        let v1 = unsafe {
-            core::ptr::read_volatile(core::ptr::addr_of!((*shared).vcpu_info[0].time_version))
-        };
-        if v0 == v1 && v0 & 1 == 0 {
-            let delta = tsc.wrapping_sub(ts);
-            let shift = i32::from(shift);
-            let shifted = if shift >= 0 {
-                delta << shift
-            } else {
-                delta >> (-shift)
-            };
-            return st + ((u128::from(shifted) * u128::from(mul)) >> 32) as u64;
-        }
-    }
+    pv_guest_kit::time::now_ns()
 }
