@@ -774,17 +774,26 @@ impl Fuzzer {
                 }
             }
             Some(Hypercall::SetTimerOp) => Expect::Value(0),
+            // The fuzzer is one vCPU without devices or devbus rights: a
+            // number past u32 or an unknown command is refused, and it can
+            // only ask whether vCPU 0 (itself) is up.
+            Some(Hypercall::VcpuOp) if a[1] > u64::from(u32::MAX) || a[0] > 4 => {
+                Expect::Errno(Errno::EINVAL)
+            }
+            Some(Hypercall::VcpuOp) if a[0] == 3 && a[1] == 0 => Expect::Value(1),
+            Some(Hypercall::PhysdevOp) => Expect::Errno(Errno::EPERM),
             _ => Expect::Any,
         }
     }
 
     /// A hypercall number for a top-level call (iret has its own path).
-    /// (vcpu_op, physdev_op and devbus_op, 16–18, are not fuzzed here yet.)
     pub fn pick_nr(&mut self) -> u64 {
-        // 0 ..= 15 by name (iret never), then numbers without a hypercall.
-        const WEIGHTS: [u32; 17] = [3, 4, 5, 4, 3, 3, 0, 3, 2, 14, 10, 14, 8, 12, 12, 3, 4];
+        // 0 ..= 18 by name (iret never), then numbers without a hypercall.
+        const WEIGHTS: [u32; 20] = [
+            3, 4, 5, 4, 3, 3, 0, 3, 2, 14, 10, 14, 8, 12, 12, 3, 3, 2, 2, 4,
+        ];
         match self.rng.weighted(&WEIGHTS) {
-            16 => {
+            19 => {
                 let first = first_undefined_nr();
                 first + self.rng.below(HYPERCALL_SLOTS.saturating_sub(first).max(1))
             }
@@ -874,6 +883,29 @@ impl Fuzzer {
                 [
                     self.m(deadline, 3),
                     self.junk(),
+                    self.junk(),
+                    self.junk(),
+                    self.junk(),
+                ]
+            }
+            // Secondary vCPUs, devices and device records: hostile numbers
+            // and pointers only (an argument pointer is never our memory,
+            // so nothing of ours is written).
+            Some(Hypercall::VcpuOp) => {
+                let (cmd, vcpu) = (self.rng.below(6), self.rng.pick(&[0, 1, 2, 31, 32]));
+                [
+                    self.m(cmd, 2),
+                    self.m(vcpu, 3),
+                    self.bad_ptr(),
+                    self.junk(),
+                    self.junk(),
+                ]
+            }
+            Some(Hypercall::PhysdevOp | Hypercall::DevbusOp) => {
+                let cmd = self.rng.below(8);
+                [
+                    self.m(cmd, 2),
+                    self.bad_ptr(),
                     self.junk(),
                     self.junk(),
                     self.junk(),
