@@ -145,6 +145,10 @@ pub struct Disk {
 
 /// Placeholder in [`Scenario::qemu_args`] for the scratch directory.
 pub const SCRATCH: &str = "{scratch}";
+/// Stands for a free host TCP port in [`Scenario::qemu_args`] (for QEMU's
+/// `hostfwd`); xtask picks one per boot and hands it to the scenario's host
+/// driver.
+pub const HOST_PORT: &str = "{host_port}";
 
 /// One QEMU boot: hv-core, its command line, its modules, and what must happen.
 #[derive(Clone, Copy, Debug)]

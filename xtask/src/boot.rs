@@ -11,10 +11,14 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use paravane_tests::{judge, DiskContent, Image, Scenario, Verdict, DID_NOT_EXIT, SCRATCH};
+use paravane_tests::{
+    judge, DiskContent, Image, Scenario, Verdict, DID_NOT_EXIT, HOST_PORT, SCRATCH,
+};
 
+use crate::drive::{self, SerialFeed, Session};
 use crate::fat_image;
 use crate::qemu::{self, Accel, End, Finished, Launch, Machine};
 use crate::workspace::Workspace;
@@ -63,7 +67,7 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         let path = module_image(ws, scenario, &module.image)?;
         modules.push((path, module.args));
     }
-    let extra_args = scenario_devices(ws, scenario)?;
+    let (extra_args, host_port) = scenario_devices(ws, scenario)?;
     Ok(Machine {
         accel: options.accel,
         icount: options.icount,
@@ -73,14 +77,16 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         append: scenario.hv_cmdline.to_owned(),
         initrd: initrd_arg(&modules)?,
         extra_args,
+        host_port,
     })
 }
 
 /// Creates the scenario's disk images (fresh, zero-filled) and returns its
-/// extra QEMU arguments with [`SCRATCH`] replaced by its scratch directory.
-fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> {
+/// extra QEMU arguments with [`SCRATCH`] replaced by its scratch directory and
+/// [`HOST_PORT`] by a free host TCP port (returned too).
+fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<(Vec<String>, Option<u16>)> {
     let dir = ws.scratch_dir(scenario.name);
-    if !scenario.disks.is_empty() {
+    if !scenario.disks.is_empty() || drive::driver_for(scenario.name).is_some() {
         std::fs::create_dir_all(ws.abs(&dir))
             .map_err(|e| format!("cannot create {}: {e}", ws.abs(&dir).display()))?;
     }
@@ -105,7 +111,17 @@ fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<Vec<String>> 
             }
         }
     }
-    expand_scratch(scenario.qemu_args, &dir)
+    let mut args = expand_scratch(scenario.qemu_args, &dir)?;
+    let mut host_port = None;
+    if args.iter().any(|a| a.contains(HOST_PORT)) {
+        let port = drive::free_host_port()
+            .map_err(|e| format!("cannot find a free host TCP port: {e}"))?;
+        for arg in &mut args {
+            *arg = arg.replace(HOST_PORT, &port.to_string());
+        }
+        host_port = Some(port);
+    }
+    Ok((args, host_port))
 }
 
 /// `args` with every [`SCRATCH`] replaced by `dir` (root-relative, which must
@@ -141,6 +157,15 @@ pub fn boot(
         timeout: Duration::from_secs(timeout_secs),
         echo: options.echo,
         kill_after: scenario.kill_after(),
+        host: drive::driver_for(scenario.name).map(|driver| {
+            let session = Session::new(
+                ws.root.clone(),
+                ws.abs(&ws.scratch_dir(scenario.name)),
+                machine.host_port.unwrap_or(0),
+                Arc::new(SerialFeed::default()),
+            );
+            (driver, session)
+        }),
     })?;
     if finished.end == End::Interrupted {
         return Err(crate::Error::Interrupted);
@@ -149,6 +174,14 @@ pub fn boot(
     let own = match finished.end {
         End::TimedOut => Some(format!("QEMU did not exit within {timeout_secs} s")),
         End::Signalled(signal) => Some(format!("QEMU was killed by signal {signal}")),
+        End::HostFailed => Some(format!(
+            "host driver failed: {}",
+            finished.host_error.as_deref().unwrap_or("?")
+        )),
+        _ if finished.host_error.is_some() => Some(format!(
+            "host driver failed: {}",
+            finished.host_error.as_deref().unwrap_or("?")
+        )),
         End::Exited(1) if !finished.stderr.is_empty() => {
             Some(format!("QEMU reported: {}", finished.stderr.join(" / ")))
         }
@@ -246,12 +279,14 @@ pub fn initrd_arg(modules: &[(PathBuf, &str)]) -> Result<String> {
     Ok(strings.join(","))
 }
 
-/// The last `n` serial lines, then QEMU's stderr, for failure reports.
+/// The last `n` serial lines, then QEMU's stderr and the host driver's
+/// notes, for failure reports.
 pub fn log_tail(finished: &Finished, n: usize) -> Vec<String> {
     let lines: Vec<&str> = finished.serial.lines().collect();
     let start = lines.len().saturating_sub(n);
     let mut tail: Vec<String> = lines[start..].iter().map(|l| (*l).to_owned()).collect();
     tail.extend(finished.stderr.iter().map(|l| format!("qemu: {l}")));
+    tail.extend(finished.host_notes.iter().map(|l| format!("host: {l}")));
     tail
 }
 
@@ -328,7 +363,12 @@ mod tests {
             stderr: vec!["oops".into()],
             end: End::Exited(1),
             elapsed: Duration::ZERO,
+            host_notes: vec!["curl: 200".into()],
+            host_error: None,
         };
-        assert_eq!(log_tail(&finished, 2), ["b", "c", "qemu: oops"]);
+        assert_eq!(
+            log_tail(&finished, 2),
+            ["b", "c", "qemu: oops", "host: curl: 200"]
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod drive;
 mod fat_image;
 mod fuzz;
 mod host_tests;

@@ -15,11 +15,13 @@ use std::io::{BufRead, BufReader, LineWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
+use crate::drive::{Driver, SerialFeed, Session};
 use crate::{interrupted, Result};
 
 /// `--accel`: what the user asked for.
@@ -136,6 +138,8 @@ pub struct Machine {
     pub initrd: String,
     /// The scenario's own devices and other arguments, appended last.
     pub extra_args: Vec<String>,
+    /// The host port `{host_port}` stood for in `extra_args`, if it appeared.
+    pub host_port: Option<u16>,
 }
 
 impl Machine {
@@ -217,6 +221,8 @@ pub struct Launch<'a> {
     pub echo: bool,
     /// Kill QEMU with SIGKILL as soon as a serial line contains this.
     pub kill_after: Option<&'a str>,
+    /// A host driver to run beside QEMU, with its session ([`crate::drive`]).
+    pub host: Option<(Driver, Session)>,
 }
 
 /// How a QEMU run ended.
@@ -232,6 +238,8 @@ pub enum End {
     Interrupted,
     /// QEMU was killed with SIGKILL after the line [`Launch::kill_after`] named.
     KilledOnCue,
+    /// The host driver failed ([`Finished::host_error`]); QEMU was killed.
+    HostFailed,
 }
 
 impl End {
@@ -255,6 +263,10 @@ pub struct Finished {
     pub end: End,
     /// Wall time from spawn to end.
     pub elapsed: Duration,
+    /// What the host driver did (its notes), in order.
+    pub host_notes: Vec<String>,
+    /// Why the host driver failed, if it did.
+    pub host_error: Option<String>,
 }
 
 /// A child process killed (and reaped) when dropped, so an early return or a panic
@@ -312,17 +324,35 @@ pub fn launch(launch: &Launch<'_>) -> Result<Finished> {
         thread::spawn(move || forward_lines(stderr, Source::Stderr, &tx));
     }
 
+    let mut feed = None;
+    let mut host: Option<JoinHandle<std::result::Result<(), String>>> = None;
+    if let Some((driver, session)) = &launch.host {
+        let (driver, session) = (*driver, session.clone());
+        feed = Some(session.feed.clone());
+        host = Some(thread::spawn(move || driver(&session)));
+    }
     let mut capture = Capture {
         serial: String::new(),
         stderr: Vec::new(),
         echo: launch.echo,
         log: &mut log,
+        feed: feed.clone(),
+        notes: Vec::new(),
     };
+    let mut host_error = None;
     let deadline = started + launch.timeout;
     let end = loop {
         if interrupted() {
             kill(&mut child);
             break End::Interrupted;
+        }
+        capture.take_notes();
+        if host.as_ref().is_some_and(JoinHandle::is_finished) {
+            if let Some(Err(why)) = host.take().map(join_driver) {
+                host_error = Some(why);
+                kill(&mut child);
+                break End::HostFailed;
+            }
         }
         match rx.recv_timeout(POLL) {
             Ok((source, line)) => {
@@ -354,10 +384,31 @@ pub fn launch(launch: &Launch<'_>) -> Result<Finished> {
     };
     let elapsed = started.elapsed();
     capture.drain(&rx);
+    if let Some(feed) = &feed {
+        feed.end();
+    }
+    if let Some(Err(why)) = host.take().map(join_driver) {
+        host_error.get_or_insert(why);
+    }
+    capture.take_notes();
 
-    let Capture { serial, stderr, .. } = capture;
+    let Capture {
+        serial,
+        stderr,
+        notes: host_notes,
+        ..
+    } = capture;
     writeln!(log, "---- {} ----", shell_words(launch.qemu, &launch.args))
         .and_then(|()| stderr.iter().try_for_each(|l| writeln!(log, "{l}")))
+        .and_then(|()| {
+            host_notes
+                .iter()
+                .try_for_each(|l| writeln!(log, "host: {l}"))
+        })
+        .and_then(|()| match &host_error {
+            Some(why) => writeln!(log, "host: FAILED: {why}"),
+            None => Ok(()),
+        })
         .and_then(|()| log.flush())
         .map_err(|e| format!("cannot write {}: {e}", launch.log.display()))?;
     Ok(Finished {
@@ -365,7 +416,18 @@ pub fn launch(launch: &Launch<'_>) -> Result<Finished> {
         stderr,
         end,
         elapsed,
+        host_notes,
+        host_error,
     })
+}
+
+/// The host driver's result; a panicking driver is a failed one.
+fn join_driver(
+    handle: JoinHandle<std::result::Result<(), String>>,
+) -> std::result::Result<(), String> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err("the host driver panicked".to_owned()))
 }
 
 /// Collected output of a run.
@@ -374,9 +436,25 @@ struct Capture<'a> {
     stderr: Vec<String>,
     echo: bool,
     log: &'a mut LineWriter<File>,
+    /// The host driver's view of the serial console, if there is a driver.
+    feed: Option<Arc<SerialFeed>>,
+    /// The host driver's notes so far.
+    notes: Vec<String>,
 }
 
 impl Capture<'_> {
+    /// Moves the host driver's new notes in (echoing them if asked).
+    fn take_notes(&mut self) {
+        if let Some(feed) = &self.feed {
+            for note in feed.take_notes() {
+                if self.echo {
+                    println!("host: {note}");
+                }
+                self.notes.push(note);
+            }
+        }
+    }
+
     /// Records one line.
     fn take(&mut self, source: Source, line: &str) {
         match source {
@@ -385,6 +463,9 @@ impl Capture<'_> {
                 let _ = writeln!(self.log, "{line}");
                 self.serial.push_str(line);
                 self.serial.push('\n');
+                if let Some(feed) = &self.feed {
+                    feed.push_line(line);
+                }
                 if self.echo {
                     println!("{line}");
                 }
@@ -539,6 +620,7 @@ mod tests {
             append: "loglvl=info".into(),
             initrd: "a x=1,b".into(),
             extra_args: Vec::new(),
+            host_port: None,
         }
     }
 
@@ -634,6 +716,7 @@ mod tests {
             append: "x".into(),
             initrd: initrd.into(),
             extra_args: Vec::new(),
+            host_port: None,
         }
     }
 
@@ -657,6 +740,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             echo: false,
             kill_after: None,
+            host: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::Exited(33), "{finished:?}");
@@ -690,6 +774,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             echo: false,
             kill_after: None,
+            host: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::TimedOut);
@@ -714,6 +799,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             echo: false,
             kill_after: Some("kill me"),
+            host: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::KilledOnCue);
@@ -738,10 +824,88 @@ mod tests {
             timeout: Duration::from_secs(30),
             echo: false,
             kill_after: None,
+            host: None,
         })
         .expect("launch");
         assert_eq!(finished.end, End::Exited(1), "{finished:?}");
         assert!(!finished.stderr.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn session_for(dir: &Path) -> Session {
+        Session::new(
+            dir.to_owned(),
+            dir.to_owned(),
+            0,
+            Arc::new(SerialFeed::default()),
+        )
+    }
+
+    #[test]
+    fn host_driver_sees_the_serial_and_its_notes_are_logged() {
+        let Some(qemu) = find_on_path(QEMU) else {
+            eprintln!("skipped: {QEMU} not installed");
+            return;
+        };
+        let dir = scratch_with_kernel("drive", &tiny_kernel("(d1) ready\n", None));
+        let started = Instant::now();
+        let driver: Driver = |s| {
+            let line = s.wait_for("ready", Duration::from_secs(20))?;
+            s.note(format!("saw `{line}`"));
+            Ok(())
+        };
+        let log = dir.join("out.log");
+        let finished = launch(&Launch {
+            qemu: &qemu,
+            args: tiny_machine("").args(),
+            cwd: &dir,
+            log: &log,
+            timeout: Duration::from_secs(3),
+            echo: false,
+            kill_after: None,
+            host: Some((driver, session_for(&dir))),
+        })
+        .expect("launch");
+        // The kernel spins: the run ends by the timeout, the driver succeeded.
+        assert_eq!(finished.end, End::TimedOut);
+        assert_eq!(finished.host_error, None);
+        assert_eq!(finished.host_notes, ["saw `(d1) ready`"]);
+        assert!(started.elapsed() < Duration::from_secs(15));
+        let logged = std::fs::read_to_string(&log).expect("log");
+        assert!(logged.starts_with("(d1) ready\n---- "), "{logged}");
+        assert!(logged.contains("\nhost: saw `(d1) ready`\n"), "{logged}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_failing_host_driver_kills_qemu_at_once() {
+        let Some(qemu) = find_on_path(QEMU) else {
+            eprintln!("skipped: {QEMU} not installed");
+            return;
+        };
+        let dir = scratch_with_kernel("drive-fail", &tiny_kernel("(d1) up\n", None));
+        let started = Instant::now();
+        let driver: Driver = |s| {
+            s.wait_for("up", Duration::from_secs(20))?;
+            Err("curl: connection refused".to_owned())
+        };
+        let finished = launch(&Launch {
+            qemu: &qemu,
+            args: tiny_machine("").args(),
+            cwd: &dir,
+            log: &dir.join("out.log"),
+            timeout: Duration::from_secs(60),
+            echo: false,
+            kill_after: None,
+            host: Some((driver, session_for(&dir))),
+        })
+        .expect("launch");
+        assert_eq!(finished.end, End::HostFailed);
+        assert_eq!(
+            finished.host_error.as_deref(),
+            Some("curl: connection refused")
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
