@@ -18,8 +18,11 @@
 //!   bring-up;
 //! - [`blk`] and [`net`]: the block-device and NIC traits the backends use;
 //! - [`pattern`]: the patterned sectors and frames the self-tests write;
+//! - [`disk_queue`]: a block device kept busy with many requests at once,
+//!   completing out of order, with exact flushes: what the block backend
+//!   serves guests from on a real disk;
 //! - [`sync_disk`]: a block device driven one request at a time on byte
-//!   buffers, which the block backend serves guests from.
+//!   buffers.
 //!
 //! Everything here is portable: hardware is reached only through the traits
 //! above, which the kernel implements over mapped MMIO and its own frames
@@ -31,6 +34,7 @@
 extern crate alloc;
 
 pub mod blk;
+pub mod disk_queue;
 pub mod dma;
 pub mod net;
 pub mod nvme;
