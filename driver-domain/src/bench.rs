@@ -2,7 +2,8 @@
 //! timed with the TSC inside domain 0 (min/median over batches, `BENCH`
 //! lines carry the median): sequential read/write throughput, random 4 KiB
 //! reads at queue depth 1 and 32 on each disk, and transmitted frames per
-//! second on the NIC.
+//! second on the NIC; and, for the disk blkback serves, the figures of the
+//! guest block benchmark's plan ([`served`]).
 
 use alloc::vec::Vec;
 
@@ -11,7 +12,10 @@ use driver_domain::dma::{PageBuffer, Segment};
 use driver_domain::net::{arp_request, Nic};
 use hypercall_abi::PAGE_SIZE;
 use pv_guest_kit::bench::{rdtsc, Stats};
+use pv_guest_kit::blk_bench;
 use pv_guest_kit::println;
+
+use crate::backend::real_disk::{RealDisk, FRAME};
 
 use crate::devices::{deadline, VirtioNic};
 use crate::hw::frames::{FrameDma, FramePage};
@@ -210,4 +214,90 @@ pub fn net(nic: &mut VirtioNic, tsc_hz: u64) {
         while nic.receive(&mut rx).is_some() {}
     }
     report("dd_net_pps", "pps", 512, &mut samples, tsc_hz);
+}
+
+/// The block figures of the disk blkback serves, named `{prefix}_...`,
+/// measured before any guest is served, on the region and with the plan
+/// the `blkbench` guest then runs through blkfront
+/// ([`pv_guest_kit::blk_bench`]): the same queue (`DiskQueue`, many
+/// requests in flight) and pool frames the backend uses, without rings,
+/// grants or a guest. The guest's figures over these are the cost of
+/// serving a guest.
+pub fn served(prefix: &str, disk: &mut RealDisk, tsc_hz: u64) {
+    let units = disk.queue.units();
+    if units < blk_bench::REGION_UNITS {
+        return println!("dd bench: {prefix}: disk smaller than the benchmark region");
+    }
+    for (name, write, random, depth, count) in blk_bench::FIGURES {
+        let bytes = if random {
+            blk_bench::RAND_BYTES
+        } else {
+            blk_bench::SEQ_REQUEST_BYTES
+        };
+        let op = if write { BlockOp::Write } else { BlockOp::Read };
+        let mut sectors = blk_bench::RandomSectors::new(blk_bench::REGION_UNITS);
+        let mut samples = Vec::new();
+        for _ in 0..blk_bench::BATCHES {
+            let mut plan = |i: u64| {
+                if random {
+                    sectors.next_sector()
+                } else {
+                    i * (bytes / 512) as u64
+                }
+            };
+            match served_batch(disk, op, bytes, count, depth, &mut plan) {
+                Some(t) => samples.push(t),
+                None => return,
+            }
+        }
+        blk_bench::report(
+            &alloc::format!("{prefix}_{name}"),
+            random,
+            count,
+            &mut samples,
+            tsc_hz,
+        );
+    }
+}
+
+/// Runs `count` jobs of `bytes` at the sectors `plan` gives, `depth` in
+/// flight; returns the TSC ticks or `None` on an error.
+fn served_batch(
+    disk: &mut RealDisk,
+    op: BlockOp,
+    bytes: usize,
+    count: u64,
+    depth: usize,
+    plan: &mut dyn FnMut(u64) -> u64,
+) -> Option<u64> {
+    let frames = bytes.div_ceil(FRAME);
+    let (mut issued, mut done) = (0u64, 0u64);
+    let start = rdtsc();
+    while done < count {
+        while issued < count && (issued - done) < depth as u64 {
+            let Some(buf) = disk.take_frames(frames) else {
+                println!("dd bench: pool too small");
+                return None;
+            };
+            let segments = disk.segments(&buf, bytes);
+            if let Err((e, buf)) = disk.queue.submit(issued, op, plan(issued), &segments, buf) {
+                disk.give_frames(buf);
+                println!("dd bench: submit: {e}");
+                return None;
+            }
+            issued += 1;
+        }
+        disk.pump();
+        while let Some(f) = disk.queue.take_finished() {
+            if let Some(buf) = f.buf {
+                disk.give_frames(buf);
+            }
+            if let Err(e) = f.result {
+                println!("dd bench: request failed: {e}");
+                return None;
+            }
+            done += 1;
+        }
+    }
+    Some(rdtsc() - start)
 }

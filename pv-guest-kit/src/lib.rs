@@ -50,6 +50,7 @@ pub use log;
 pub mod console;
 
 pub mod bench;
+pub mod blk_bench;
 mod callbacks;
 pub mod cmdline;
 pub mod devices;

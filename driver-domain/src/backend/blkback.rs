@@ -16,8 +16,14 @@
 //! A producer index that breaks RING-6 ends the connection (BLK-9): the
 //! caller unmaps the ring and closes the record; nothing else is affected.
 
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
+use driver_domain::blk::BlockOp;
+use driver_domain::disk_queue::Finished;
 use hypercall_abi::blkif::*;
 use hypercall_abi::ring::{BackRing, RingError};
 use hypercall_abi::DomId;
@@ -27,6 +33,7 @@ use pv_guest_kit::events::{self, Port};
 use pv_guest_kit::mm::{Frame, MmError};
 
 use super::block_store::{BlockStore, UNIT};
+use super::real_disk::{RealDisk, FRAME};
 
 /// Bounce frames: the most segments moved in one batch.
 pub const BOUNCE_FRAMES: usize = 64;
@@ -65,14 +72,46 @@ impl Bounce {
     }
 }
 
+/// What a connection serves from.
+pub enum Backing {
+    /// A store answering each call synchronously (the RAM disk).
+    Store(alloc::boxed::Box<dyn BlockStore>),
+    /// `count` units from `first` of a real disk, many requests in flight.
+    Queued {
+        disk: Rc<RefCell<RealDisk>>,
+        first: u64,
+        count: u64,
+    },
+}
+
+/// A request of a queued connection on the disk.
+struct Pending {
+    id: u64,
+    operation: u8,
+    /// The guest's segments (empty for a flush); a read's data goes there.
+    segs: Vec<BlkifSegment>,
+    read: bool,
+}
+
+/// Tags of queued jobs, unique over every connection of this domain.
+static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
+
+fn next_job() -> u64 {
+    NEXT_JOB.fetch_add(1, Ordering::Relaxed)
+}
+
 /// One connected blkif ring.
 pub struct BlkConnection {
     pub frontend: DomId,
     port: Port,
     mem: RingPages,
     ring: BackRing<BlkifRequest, BlkifResponse>,
-    store: alloc::boxed::Box<dyn BlockStore>,
+    backing: Backing,
     limits: DeviceLimits,
+    /// Queued requests on the disk, by job tag.
+    pending: BTreeMap<u64, Pending>,
+    /// A request taken off the ring that waits for free pool frames.
+    stalled: Option<BlkifRequest>,
     pub stats: BlkStats,
 }
 
@@ -91,16 +130,20 @@ impl BlkConnection {
         frontend: DomId,
         port: Port,
         mem: RingPages,
-        store: alloc::boxed::Box<dyn BlockStore>,
+        backing: Backing,
         readonly: bool,
     ) -> Result<BlkConnection, (RingPages, RingError)> {
         let ring = match BackRing::attach(&mem) {
             Ok(ring) => ring,
             Err(e) => return Err((mem, e)),
         };
+        let (sectors, sector_size) = match &backing {
+            Backing::Store(store) => (store.units(), store.sector_size()),
+            Backing::Queued { count, .. } => (*count, UNIT as u32),
+        };
         let limits = DeviceLimits {
-            sectors: store.units(),
-            sector_size: store.sector_size(),
+            sectors,
+            sector_size,
             readonly,
             features: BLKIF_FEATURE_FLUSH | BLKIF_FEATURE_DISCARD | BLKIF_FEATURE_INDIRECT,
             max_indirect_segments: MAX_INDIRECT_SEGMENTS,
@@ -110,8 +153,10 @@ impl BlkConnection {
             port,
             mem,
             ring,
-            store,
+            backing,
             limits,
+            pending: BTreeMap::new(),
+            stalled: None,
             stats: BlkStats::default(),
         })
     }
@@ -138,7 +183,15 @@ impl BlkConnection {
     }
 
     /// Whether a request is waiting; re-arms the notification first (RING-3 step 4).
+    /// A request stalled for pool frames counts once frames are free.
     pub fn has_work(&mut self) -> Result<bool, RingError> {
+        if self.stalled.is_some() {
+            if let Backing::Queued { disk, .. } = &self.backing {
+                if disk.borrow().free_frames() >= frames_needed(self.stalled.as_ref()) {
+                    return Ok(true);
+                }
+            }
+        }
         self.ring.final_check_for_requests(&mut self.mem)
     }
 
@@ -149,6 +202,9 @@ impl BlkConnection {
     /// a flush completes after the reads and writes taken with it, so
     /// responses leave out of request order (BLK-7).
     pub fn serve(&mut self, bounce: &mut Bounce) -> Result<bool, RingError> {
+        if matches!(self.backing, Backing::Queued { .. }) {
+            return self.serve_queued(bounce);
+        }
         let mut served = 0;
         let mut flushes: Vec<BlkifRequest> = Vec::new();
         while served < BUDGET {
@@ -167,7 +223,7 @@ impl BlkConnection {
         }
         if !flushes.is_empty() {
             self.stats.flushes += flushes.len() as u64;
-            let status = status_of(self.store.flush().is_ok());
+            let status = status_of(self.store().is_some_and(|s| s.flush().is_ok()));
             for req in &flushes {
                 self.respond(req, status)?;
             }
@@ -192,6 +248,203 @@ impl BlkConnection {
         self.ring.push_response(&mut self.mem, &rsp)
     }
 
+    /// The synchronous store, if this connection has one.
+    fn store(&mut self) -> Option<&mut dyn BlockStore> {
+        match &mut self.backing {
+            Backing::Store(s) => Some(&mut **s),
+            Backing::Queued { .. } => None,
+        }
+    }
+
+    /// The segments of a checked read or write (copying indirect pages
+    /// once), or the status to answer it with.
+    fn data_segments(
+        &self,
+        req: &BlkifRequest,
+        checked: Checked,
+        bounce: &mut Bounce,
+    ) -> Result<(bool, Vec<BlkifSegment>), i16> {
+        match checked {
+            Checked::Direct { write, nr_segments } => {
+                Ok((write, req.seg[..usize::from(nr_segments)].to_vec()))
+            }
+            Checked::Indirect {
+                write,
+                nr_segments,
+                nr_pages,
+            } => {
+                let segs = self
+                    .indirect_segments(req, nr_segments, nr_pages, bounce)
+                    .ok_or(BLKIF_RSP_ERROR)?;
+                check_segments(&segs, req.sector_number, &self.limits)
+                    .map_err(|_| BLKIF_RSP_ERROR)?;
+                Ok((write, segs))
+            }
+            _ => Err(BLKIF_RSP_ERROR),
+        }
+    }
+
+    /// `serve` for a queued disk: every request is checked and handed to
+    /// the disk's queue at once (a write after its data was grant-copied
+    /// into pool frames); answers come from [`Self::complete`] as the
+    /// device finishes them, in any order (BLK-7). A flush is answered only
+    /// after every read and write taken before it finished and the
+    /// device's own flush completed (BLK-5, `DiskQueue`). When the pool
+    /// has too few free frames, the request waits (`stalled`) and the ring
+    /// is left alone until frames come back.
+    fn serve_queued(&mut self, bounce: &mut Bounce) -> Result<bool, RingError> {
+        let Backing::Queued { disk, first, .. } = &self.backing else {
+            return Ok(false);
+        };
+        let (disk, first) = (disk.clone(), *first);
+        let mut taken = 0;
+        let mut answered = false;
+        while taken < BUDGET {
+            let req = match self.stalled.take() {
+                Some(r) => r,
+                None => match self.ring.take_request(&self.mem)? {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let checked = match check_request(&req, &self.limits) {
+                Ok(c) => c,
+                Err(reject) => {
+                    taken += 1;
+                    self.respond(&req, reject.status())?;
+                    answered = true;
+                    continue;
+                }
+            };
+            let job = next_job();
+            match checked {
+                Checked::Flush => {
+                    taken += 1;
+                    self.stats.flushes += 1;
+                    disk.borrow_mut().queue.flush(job, Vec::new());
+                    self.pending.insert(
+                        job,
+                        Pending {
+                            id: req.id,
+                            operation: req.operation,
+                            segs: Vec::new(),
+                            read: false,
+                        },
+                    );
+                }
+                Checked::Discard => {
+                    taken += 1;
+                    // The real disk keeps discarded units as they are (BLK-6).
+                    self.respond(&req, BLKIF_RSP_OKAY)?;
+                    answered = true;
+                }
+                checked => {
+                    let (write, segs) = match self.data_segments(&req, checked, bounce) {
+                        Ok(x) => x,
+                        Err(status) => {
+                            taken += 1;
+                            self.respond(&req, status)?;
+                            answered = true;
+                            continue;
+                        }
+                    };
+                    let bytes: usize = segs.iter().map(seg_bytes).sum();
+                    let Some(mut frames) = disk.borrow_mut().take_frames(bytes.div_ceil(FRAME))
+                    else {
+                        self.stalled = Some(req);
+                        break;
+                    };
+                    taken += 1;
+                    if write {
+                        let ops = copy_ops(self.frontend, &segs, Direction::FromGrant);
+                        let copied = copy_batch(&ops, &mut frames)
+                            .is_ok_and(|st| st.iter().all(|&s| s == 0));
+                        if !copied {
+                            disk.borrow_mut().give_frames(frames);
+                            self.respond(&req, BLKIF_RSP_ERROR)?;
+                            answered = true;
+                            continue;
+                        }
+                    }
+                    let mut d = disk.borrow_mut();
+                    let segments = d.segments(&frames, bytes);
+                    let op = if write { BlockOp::Write } else { BlockOp::Read };
+                    let sector = first + req.sector_number;
+                    match d.queue.submit(job, op, sector, &segments, frames) {
+                        Ok(()) => {
+                            drop(d);
+                            let units = (bytes / UNIT) as u64;
+                            if write {
+                                self.stats.units_written += units;
+                            } else {
+                                self.stats.units_read += units;
+                            }
+                            self.pending.insert(
+                                job,
+                                Pending {
+                                    id: req.id,
+                                    operation: req.operation,
+                                    segs,
+                                    read: !write,
+                                },
+                            );
+                        }
+                        Err((_, frames)) => {
+                            d.give_frames(frames);
+                            drop(d);
+                            self.respond(&req, BLKIF_RSP_ERROR)?;
+                            answered = true;
+                        }
+                    }
+                }
+            }
+        }
+        if answered && self.ring.publish_responses(&mut self.mem) {
+            let _ = events::notify(self.port);
+        }
+        Ok(taken > 0)
+    }
+
+    /// Answers the request of finished job `done`, if it is this
+    /// connection's (a read's data is grant-copied to the guest first);
+    /// gives its frames back to `disk`. Returns `Ok(false)` if the job is
+    /// not this connection's (nothing is done then).
+    pub fn complete(
+        &mut self,
+        done: &mut Finished<Vec<Frame>>,
+        disk: &mut RealDisk,
+    ) -> Result<bool, RingError> {
+        let Some(p) = self.pending.remove(&done.user) else {
+            return Ok(false);
+        };
+        let mut status = status_of(done.result.is_ok());
+        if let Some(mut frames) = done.buf.take() {
+            if p.read && status == BLKIF_RSP_OKAY {
+                let ops = copy_ops(self.frontend, &p.segs, Direction::ToGrant);
+                let copied =
+                    copy_batch(&ops, &mut frames).is_ok_and(|st| st.iter().all(|&s| s == 0));
+                if !copied {
+                    status = BLKIF_RSP_ERROR;
+                }
+            }
+            disk.give_frames(frames);
+        }
+        let req = BlkifRequest {
+            id: p.id,
+            operation: p.operation,
+            ..BlkifRequest::default()
+        };
+        self.respond(&req, status)?;
+        Ok(true)
+    }
+
+    /// Publishes answers given by [`Self::complete`], notifying if asked.
+    pub fn publish(&mut self) {
+        if self.ring.publish_responses(&mut self.mem) {
+            let _ = events::notify(self.port);
+        }
+    }
+
     /// Serves one copied-out request; returns the response status.
     fn handle(&mut self, req: &BlkifRequest, bounce: &mut Bounce) -> i16 {
         let checked = match check_request(req, &self.limits) {
@@ -201,11 +454,10 @@ impl BlkConnection {
         match checked {
             // `serve` defers valid flushes; this one is only reached by a
             // caller that does not.
-            Checked::Flush => status_of(self.store.flush().is_ok()),
+            Checked::Flush => status_of(self.store().is_some_and(|s| s.flush().is_ok())),
             Checked::Discard => status_of(
-                self.store
-                    .discard(req.sector_number, req.nr_sectors)
-                    .is_ok(),
+                self.store()
+                    .is_some_and(|s| s.discard(req.sector_number, req.nr_sectors).is_ok()),
             ),
             Checked::Direct { write, nr_segments } => {
                 let segs = &req.seg[..usize::from(nr_segments)];
@@ -313,12 +565,12 @@ impl BlkConnection {
                     bounce.frames[i].read_bytes(0, &mut buf[at..at + n]);
                     at += n;
                 }
-                if self.store.write(unit, &buf).is_err() {
+                if !self.store().is_some_and(|s| s.write(unit, &buf).is_ok()) {
                     return BLKIF_RSP_ERROR;
                 }
                 self.stats.units_written += units;
             } else {
-                if self.store.read(unit, &mut buf).is_err() {
+                if !self.store().is_some_and(|s| s.read(unit, &mut buf).is_ok()) {
                     return BLKIF_RSP_ERROR;
                 }
                 let mut at = 0;
@@ -337,4 +589,56 @@ impl BlkConnection {
         }
         BLKIF_RSP_OKAY
     }
+}
+
+/// Bytes one checked segment carries.
+fn seg_bytes(s: &BlkifSegment) -> usize {
+    (usize::from(s.last_sect - s.first_sect) + 1) * UNIT
+}
+
+/// Frames a stalled request needs (0 if it needs none or cannot be sized:
+/// serving it then answers it).
+fn frames_needed(req: Option<&BlkifRequest>) -> usize {
+    let Some(req) = req else { return 0 };
+    if req.operation == BLKIF_OP_INDIRECT {
+        // One frame per segment at most; the exact count is known only
+        // after the indirect pages were copied.
+        usize::from(req.nr_indirect_segments)
+    } else {
+        let n = usize::from(req.nr_segments).min(req.seg.len());
+        req.seg[..n]
+            .iter()
+            .map(|s| (usize::from(s.last_sect.saturating_sub(s.first_sect)) + 1) * UNIT)
+            .sum::<usize>()
+            .div_ceil(FRAME)
+    }
+}
+
+/// Grant copies moving `segs` (checked) to or from a byte stream laid over
+/// consecutive frames: segment data packed one after another, a piece
+/// that crosses a frame boundary split in two.
+fn copy_ops(dom: DomId, segs: &[BlkifSegment], direction: Direction) -> Vec<CopyOp> {
+    let mut ops = Vec::with_capacity(segs.len());
+    let mut at = 0usize;
+    for s in segs {
+        let mut left = seg_bytes(s);
+        let mut grant_offset = usize::from(s.first_sect) * UNIT;
+        while left > 0 {
+            let (frame, frame_offset) = (at / FRAME, at % FRAME);
+            let n = left.min(FRAME - frame_offset);
+            ops.push(CopyOp {
+                dom,
+                gref: s.gref,
+                grant_offset: grant_offset as u32,
+                frame,
+                frame_offset: frame_offset as u32,
+                len: n as u32,
+                direction,
+            });
+            at += n;
+            grant_offset += n;
+            left -= n;
+        }
+    }
+    ops
 }

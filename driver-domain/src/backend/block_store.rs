@@ -201,6 +201,11 @@ impl View {
         Ok(View { disk, first, count })
     }
 
+    /// The first unit of the view on its disk.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
     /// The whole disk.
     pub fn whole(disk: SharedStore) -> View {
         let count = disk.borrow().units();

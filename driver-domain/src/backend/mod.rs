@@ -19,6 +19,7 @@ pub mod config;
 pub mod disk_image;
 pub mod gpt;
 pub mod netback;
+pub mod real_disk;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -36,12 +37,13 @@ use pv_guest_kit::grants;
 use pv_guest_kit::println;
 use pv_guest_kit::ring::SharedPage;
 
-use blkback::{BlkConnection, Bounce, MAX_INDIRECT_SEGMENTS};
+use blkback::{Backing, BlkConnection, Bounce, MAX_INDIRECT_SEGMENTS};
 use block_store::{BlockStore, RamDisk, SharedStore, View};
 use bridge::{Bridge, Forward};
 use config::Config;
 use hypercall_abi::netif::{NETIF_RSP_DROPPED, NETIF_RSP_OKAY};
 use netback::NetConnection;
+use real_disk::RealDisk;
 
 /// What a record this domain backs is served from.
 enum Served {
@@ -61,6 +63,8 @@ pub struct Backends {
     refused: BTreeMap<u32, u32>,
     va_pool: Vec<u64>,
     bounce: Bounce,
+    /// The real disk served with many requests in flight, if any.
+    real: Option<Rc<RefCell<RealDisk>>>,
 }
 
 fn wake(_port: Port) {}
@@ -86,7 +90,11 @@ impl Backends {
     /// Sets up the disk (`device`, the real disk `config.device` named, or
     /// else a RAM disk) and creates the configured records (the boot-time
     /// toolstack, DEV-6). Problems are reported and skipped.
-    pub fn start(si: &StartInfo, config: &Config, device: Option<SharedStore>) -> Backends {
+    pub fn start(
+        si: &StartInfo,
+        config: &Config,
+        device: Option<Rc<RefCell<RealDisk>>>,
+    ) -> Backends {
         if let Err(e) = devbus::watch() {
             panic!("backend: cannot bind VIRQ_DEVBUS: {e}");
         }
@@ -100,7 +108,9 @@ impl Backends {
             refused: BTreeMap::new(),
             va_pool: Vec::new(),
             bounce,
+            real: device.clone(),
         };
+        let device = device.map(|d| -> SharedStore { d });
         backends.create_records(config, device);
         backends
     }
@@ -281,7 +291,15 @@ impl Backends {
         let Some(Served::Blk { view, readonly }) = self.served.get(&r.id) else {
             return Err("not a block record");
         };
-        let (store, readonly): (Box<dyn BlockStore>, bool) = (Box::new(view.clone()), *readonly);
+        let readonly = *readonly;
+        let backing = match &self.real {
+            Some(disk) => Backing::Queued {
+                disk: disk.clone(),
+                first: view.first(),
+                count: view.units(),
+            },
+            None => Backing::Store(Box::new(view.clone()) as Box<dyn BlockStore>),
+        };
         let refs = &r.ring_refs[..r.nr_ring_pages as usize];
         let ring = self
             .map_ring(r.frontend, refs)
@@ -293,7 +311,7 @@ impl Backends {
                 return Err(why);
             }
         };
-        let conn = match BlkConnection::new(r.frontend, port, ring, store, readonly) {
+        let conn = match BlkConnection::new(r.frontend, port, ring, backing, readonly) {
             Ok(c) => c,
             Err((ring, _)) => {
                 self.unmap_ring(ring);
@@ -392,6 +410,13 @@ impl Backends {
                 conn.frontend, s.requests, s.errors, s.flushes, s.units_read, s.units_written
             );
             self.teardown(conn);
+            if let Some(disk) = &self.real {
+                let q = disk.borrow().queue.stats;
+                println!(
+                    "blkback: the disk so far: {} device requests, at most {} in flight, {} device flushes, {} timeouts",
+                    q.submitted, q.max_in_flight, q.flushes, q.timeouts
+                );
+            }
         }
         if let Some(conn) = self.net.remove(&id) {
             let s = conn.stats;
@@ -486,6 +511,7 @@ impl Backends {
                     Err(_) => broken.push(id),
                 }
             }
+            progress |= self.complete_disk_jobs(&mut broken);
             progress |= self.switch_frames(&mut broken);
             for id in broken {
                 self.disconnect(id, "the frontend broke the ring");
@@ -499,13 +525,63 @@ impl Backends {
             }
             let blk = &mut self.blk;
             let net = &mut self.net;
+            let real = &self.real;
             events::wait_until(|| {
                 devbus::changes() != seen
+                    || real.as_ref().is_some_and(|d| {
+                        let mut d = d.borrow_mut();
+                        !d.can_block() || d.pump()
+                    })
                     || blk.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || net.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || done()
             });
         }
+    }
+
+    /// Pumps the real disk and answers its finished jobs on their
+    /// connections (frames of jobs whose connection is gone go back to the
+    /// pool). Returns whether anything moved; connections whose ring broke
+    /// go to `broken`.
+    fn complete_disk_jobs(&mut self, broken: &mut Vec<u32>) -> bool {
+        let Some(disk) = self.real.clone() else {
+            return false;
+        };
+        let mut disk = disk.borrow_mut();
+        let mut progress = disk.pump();
+        let mut touched = Vec::new();
+        while let Some(mut done) = disk.queue.take_finished() {
+            progress = true;
+            let mut claimed = false;
+            for (&id, conn) in self.blk.iter_mut() {
+                match conn.complete(&mut done, &mut disk) {
+                    Ok(true) => {
+                        claimed = true;
+                        touched.push(id);
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(_) => {
+                        claimed = true;
+                        broken.push(id);
+                        break;
+                    }
+                }
+            }
+            if !claimed {
+                if let Some(frames) = done.buf.take() {
+                    disk.give_frames(frames);
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            if let Some(conn) = self.blk.get_mut(&id) {
+                conn.publish();
+            }
+        }
+        progress
     }
 
     /// Ends every connection (the guests are gone or going).

@@ -195,7 +195,16 @@ fn kmain(si: &'static StartInfo) {
     println!("fsdemo: {in_flight} reads were in flight at once; 64 KiB indirect read matches them");
 
     // Out-of-order completion (BLK-7): a flush queued before a read is
-    // answered after it (the backend defers flushes to the end of a batch).
+    // answered after it. The flush follows a write (the 64 KiB just read,
+    // written back unchanged): a RAM-disk backend defers flushes to the end
+    // of a batch, a real-disk backend sends the flush to the device only
+    // once the write finished, while the read goes at once.
+    let write = front
+        .submit(Op::Write {
+            sector: 0,
+            data: whole.clone(),
+        })
+        .unwrap_or_else(|e| panic!("fsdemo: submit write: {e}"));
     let flush = front
         .submit(Op::Flush)
         .unwrap_or_else(|e| panic!("fsdemo: submit flush: {e}"));
@@ -205,6 +214,10 @@ fn kmain(si: &'static StartInfo) {
             units: 8,
         })
         .unwrap_or_else(|e| panic!("fsdemo: submit read: {e}"));
+    let write_done = front
+        .wait(write)
+        .unwrap_or_else(|e| panic!("fsdemo: wait: {e}"));
+    assert_eq!(write_done.status, 0, "fsdemo: write-back failed");
     let read_done = front
         .wait(read)
         .unwrap_or_else(|e| panic!("fsdemo: wait: {e}"));
