@@ -214,6 +214,25 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
     scenarios().iter().find(|s| s.name == name)
 }
 
+/// The boots that continue `name` on the disks it leaves: every later
+/// scenario with a [`DiskContent::Kept`] disk from it, then (transitively)
+/// from those, in table order. `cargo xtask run` boots them right after
+/// `name`, so one name runs a whole multi-boot check (`durability`).
+pub fn next_boots(name: &str) -> Vec<&'static Scenario> {
+    let mut chain: Vec<&str> = vec![name];
+    let mut out = Vec::new();
+    for s in scenarios() {
+        let continues = s.disks.iter().any(
+            |d| matches!(d.content, DiskContent::Kept { from, .. } if chain.contains(&from)),
+        );
+        if continues && !chain.contains(&s.name) {
+            chain.push(s.name);
+            out.push(s);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +330,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn durability_runs_its_second_boot_after_the_first() {
+        let s = find("durability").expect("durability");
+        assert!(s.kill_after().is_some(), "boot 1 is killed after the flush");
+        let next: Vec<&str> = next_boots("durability").iter().map(|s| s.name).collect();
+        assert_eq!(next, ["durability-reboot"]);
+        assert!(next_boots("fsdemo").is_empty());
     }
 
     #[test]

@@ -1022,8 +1022,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
     },
     Scenario {
-        name: "durability-1-write",
-        about: "Durability, boot 1: fsdemo writes NOTES.TXT to a host-made FAT image on virtio-blk and flushes; xtask kills QEMU with SIGKILL as soon as the flush is acknowledged; the host then finds the volume clean and NOTES.TXT byte-exact",
+        name: "durability",
+        about: "Durability, boot 1 (`cargo xtask run --scenario durability` then boots durability-reboot): fsdemo writes NOTES.TXT to a host-made FAT image on virtio-blk and flushes; xtask kills QEMU with SIGKILL as soon as the flush is acknowledged; the host then finds the volume clean and NOTES.TXT byte-exact",
         kind: Kind::Test,
         hv_cmdline: HV_CMDLINE_DD,
         modules: &[
@@ -1055,8 +1055,8 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
     },
     Scenario {
-        name: "durability-2-read",
-        about: "Durability, boot 2: the image durability-1-write left after its kill -9 boots again; fsdemo finds NOTES.TXT intact, and so does the host afterwards",
+        name: "durability-reboot",
+        about: "Durability, boot 2: the image durability left after its kill -9 boots again; fsdemo finds NOTES.TXT intact, and so does the host afterwards",
         kind: Kind::Test,
         hv_cmdline: HV_CMDLINE_DD,
         modules: &[
@@ -1076,7 +1076,7 @@ pub(crate) static ALL: &[Scenario] = &[
             file_name: "fat.img",
             size_mib: 32,
             content: DiskContent::Kept {
-                from: "durability-1-write",
+                from: "durability",
                 check: Some(DURABLE_VOLUME),
             },
         }],
@@ -1552,25 +1552,59 @@ pub(crate) static ALL: &[Scenario] = &[
     },
     Scenario {
         name: "dd-bench",
-        about: "Domain 0 measures its disks (sequential MiB/s, random 4 KiB IOPS at depth 1 and 32) and NIC (frames/s) behind VT-d and prints BENCH lines",
+        about: "Domain 0 measures its disks (sequential MiB/s, random 4 KiB IOPS at depth 1 and 32) and NIC (frames/s) behind VT-d; then serves its virtio disk to blkbench, which runs the same block plan on the same region through blkfront (guest_blk_* vs dd_virtio_blk_*, same boot)",
         kind: Kind::Bench,
         hv_cmdline: HV_CMDLINE_DD,
-        modules: &[Module {
-            image: Image::Guest("driver-domain"),
-            args: "name=driver mem=32M -- bench=1",
-        }],
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=64M -- bench=1 disk=virtio-blk blk=1:whole",
+            },
+            Module {
+                image: Image::Guest("blkbench"),
+                args: "name=blkbench mem=32M",
+            },
+        ],
         smp: 1,
-        mem_mib: 256,
+        mem_mib: 512,
         qemu_args: &DD_DEVICES_VTD,
-        disks: DD_DISKS,
-        timeout_secs: 180,
+        disks: &[
+            Disk {
+                file_name: "vblk.img",
+                size_mib: 32,
+                content: DiskContent::Zeroed,
+            },
+            Disk {
+                file_name: "nvme.img",
+                size_mib: 8,
+                content: DiskContent::Zeroed,
+            },
+        ],
+        timeout_secs: 600,
         exit_status: POWEROFF,
         expect: &[
-            Expect::Line("BENCH name=dd_virtio_blk_seq_read_mibs"),
-            Expect::Line("BENCH name=dd_virtio_blk_rand4k_qd32_iops"),
+            Expect::Line("(d0) dd: virtio-blk: serves guests, no self-test"),
             Expect::Line("BENCH name=dd_nvme_blk_seq_write_mibs"),
             Expect::Line("BENCH name=dd_nvme_blk_rand4k_qd1_iops"),
             Expect::Line("BENCH name=dd_net_pps"),
+            // The local reference, then the guest, on the same virtio disk.
+            Expect::InOrder(&[
+                "(d0) BENCH name=dd_virtio_blk_seq_write_mibs",
+                "(d0) BENCH name=dd_virtio_blk_seq_read_mibs",
+                "(d0) BENCH name=dd_virtio_blk_rand4k_qd1_iops",
+                "(d0) BENCH name=dd_virtio_blk_rand4k_qd32_iops",
+                "(d0) blkback: record 1 connected to d1",
+                "(d1) BENCH name=guest_blk_seq_write_mibs",
+                "(d1) blkbench: the 8 MiB written read back intact",
+                "(d1) BENCH name=guest_blk_seq_read_mibs",
+                "(d1) BENCH name=guest_blk_rand4k_qd1_iops",
+                "(d1) BENCH name=guest_blk_rand4k_qd32_iops",
+                "(d1) blkbench: done",
+            ]),
+            Expect::Line(" requests, 0 errors, "),
+            Expect::Line(" in flight, 0 device flushes, 0 timeouts"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("panic"),
             Expect::Absent("(hv) PANIC"),
         ],
     },

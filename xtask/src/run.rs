@@ -1,5 +1,7 @@
 //! `cargo xtask run`: build, then boot one scenario (default `demo`) with its serial
-//! on the terminal, and judge it. Also `--list` and the `--mem` size parser.
+//! on the terminal, and judge it; then the boots that continue it on the
+//! disks it left (`paravane_tests::next_boots`, e.g. `durability`), each
+//! only if the one before passed. Also `--list` and the `--mem` size parser.
 
 use clap::Args;
 use paravane_tests::{scenarios, Scenario};
@@ -80,11 +82,15 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         return Ok(true);
     }
     let scenario = scenario_named(&args.scenario)?;
+    // Boots that continue this one on the disks it leaves (`durability`).
+    let boots: Vec<&Scenario> = std::iter::once(scenario)
+        .chain(paravane_tests::next_boots(scenario.name))
+        .collect();
     let ws = Workspace::locate()?;
     let qemu_bin = prereq::ensure()?;
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
-        kernels::build_guests(&ws, &kernels::guests_for([scenario]))?;
+        kernels::build_guests(&ws, &kernels::guests_for(boots.iter().copied()))?;
     }
     let options = BootOptions {
         accel: qemu::resolve_accel(args.accel)?,
@@ -94,25 +100,30 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         timeout_secs: args.timeout,
         echo: true,
     };
-    let machine = boot::prepare(&ws, scenario, &options)?;
-    println!(
-        "booting {}: hv-core + {} modules ({})",
-        scenario.name,
-        scenario.modules.len(),
-        machine.label()
-    );
-    let booted = boot::boot(&ws, &qemu_bin, scenario, &machine, &options)?;
-    let seconds = booted.finished.elapsed.as_secs_f64();
-    if booted.verdict.passed {
-        println!("{}: passed ({seconds:.1} s)", scenario.name);
-    } else {
-        println!("{}: FAILED ({seconds:.1} s)", scenario.name);
-        for failure in &booted.verdict.failures {
-            println!("  - {failure}");
+    for scenario in boots {
+        let machine = boot::prepare(&ws, scenario, &options)?;
+        println!(
+            "booting {}: hv-core + {} modules ({})",
+            scenario.name,
+            scenario.modules.len(),
+            machine.label()
+        );
+        let booted = boot::boot(&ws, &qemu_bin, scenario, &machine, &options)?;
+        let seconds = booted.finished.elapsed.as_secs_f64();
+        if booted.verdict.passed {
+            println!("{}: passed ({seconds:.1} s)", scenario.name);
+        } else {
+            println!("{}: FAILED ({seconds:.1} s)", scenario.name);
+            for failure in &booted.verdict.failures {
+                println!("  - {failure}");
+            }
+        }
+        println!("log: {}", display(&booted.log));
+        if !booted.verdict.passed {
+            return Ok(false);
         }
     }
-    println!("log: {}", display(&booted.log));
-    Ok(booted.verdict.passed)
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -143,6 +143,30 @@ pub struct Completion {
     pub seq: u64,
 }
 
+/// A finished request not yet taken.
+struct Done {
+    completion: Completion,
+    /// A successful read's data: frames and the bytes each carries.
+    frames: Vec<(Frame, usize)>,
+}
+
+impl Done {
+    fn take(self) -> Completion {
+        let mut c = self.completion;
+        if !self.frames.is_empty() {
+            let total = self.frames.iter().map(|(_, n)| n).sum();
+            let mut data = alloc::vec![0u8; total];
+            let mut at = 0;
+            for (frame, n) in &self.frames {
+                frame.read_bytes(0, &mut data[at..at + n]);
+                at += n;
+            }
+            c.data = Some(data);
+        }
+        c
+    }
+}
+
 struct Inflight {
     operation: u8,
     /// Buffer frames and their grants, in transfer order, with the bytes each carries.
@@ -162,7 +186,10 @@ pub struct BlockFront {
     info: DiskInfo,
     next_id: u64,
     inflight: BTreeMap<u64, Inflight>,
-    done: BTreeMap<u64, Completion>,
+    /// Finished requests not yet taken; a read's data stays in its frames
+    /// (grants already ended) until it is taken, so many finished large
+    /// reads do not all sit on the heap at once.
+    done: BTreeMap<u64, Done>,
     /// Grants the backend still held when their request ended (never seen
     /// with a copying backend); their frames are kept out of use.
     leaked: usize,
@@ -508,42 +535,43 @@ impl BlockFront {
             let Some(entry) = self.inflight.remove(&rsp.id) else {
                 continue;
             };
-            let data = (rsp.status == BLKIF_RSP_OKAY && entry.operation != BLKIF_OP_WRITE)
-                .then(|| {
-                    let mut data = Vec::new();
-                    for (frame, _, len) in &entry.buffers {
-                        let at = data.len();
-                        data.resize(at + len, 0);
-                        frame.read_bytes(0, &mut data[at..]);
-                    }
-                    data
-                })
-                .filter(|d| !d.is_empty());
-            self.release_entry(entry);
+            let keep_data = rsp.status == BLKIF_RSP_OKAY && entry.operation != BLKIF_OP_WRITE;
+            let frames = self.release_entry(entry, keep_data);
             self.done.insert(
                 rsp.id,
-                Completion {
-                    id: rsp.id,
-                    status: rsp.status,
-                    data,
-                    seq,
+                Done {
+                    completion: Completion {
+                        id: rsp.id,
+                        status: rsp.status,
+                        data: None,
+                        seq,
+                    },
+                    frames,
                 },
             );
         }
     }
 
-    fn release_entry(&mut self, entry: Inflight) {
-        let frames = entry
-            .buffers
-            .into_iter()
-            .map(|(f, g, _)| (f, g))
-            .chain(entry.indirect);
-        for (frame, gref) in frames {
+    /// Ends the entry's grants; returns its buffer frames (and their byte
+    /// counts) if `keep_data`, else frees them. A frame whose grant cannot
+    /// be ended is leaked, never reused.
+    fn release_entry(&mut self, entry: Inflight, keep_data: bool) -> Vec<(Frame, usize)> {
+        let mut kept = Vec::new();
+        for (frame, gref, n) in entry.buffers {
+            if !end_grant(gref) {
+                self.leaked += 1;
+                core::mem::forget(frame);
+            } else if keep_data && n > 0 {
+                kept.push((frame, n));
+            }
+        }
+        for (frame, gref) in entry.indirect {
             if !end_grant(gref) {
                 self.leaked += 1;
                 core::mem::forget(frame);
             }
         }
+        kept
     }
 
     /// Blocks until at least one response is there, or the record closed.
@@ -573,7 +601,7 @@ impl BlockFront {
 
     /// The completion of `id`, if it arrived.
     pub fn completion(&mut self, id: u64) -> Option<Completion> {
-        self.done.remove(&id)
+        self.done.remove(&id).map(Done::take)
     }
 
     /// Blocks until request `id` completed (publishing queued requests first).
@@ -582,7 +610,7 @@ impl BlockFront {
         loop {
             self.poll()?;
             if let Some(c) = self.done.remove(&id) {
-                return Ok(c);
+                return Ok(c.take());
             }
             if !self.inflight.contains_key(&id) {
                 return Err(BlkError::BadRequest);
@@ -646,14 +674,17 @@ impl BlockFront {
     fn release(&mut self) {
         let inflight = core::mem::take(&mut self.inflight);
         for (id, entry) in inflight {
-            self.release_entry(entry);
+            self.release_entry(entry, false);
             self.done.insert(
                 id,
-                Completion {
-                    id,
-                    status: BLKIF_RSP_ERROR,
-                    data: None,
-                    seq: u64::MAX,
+                Done {
+                    completion: Completion {
+                        id,
+                        status: BLKIF_RSP_ERROR,
+                        data: None,
+                        seq: u64::MAX,
+                    },
+                    frames: Vec::new(),
                 },
             );
         }
