@@ -20,9 +20,7 @@
 //! - [`pattern`]: the patterned sectors and frames the self-tests write;
 //! - [`disk_queue`]: a block device kept busy with many requests at once,
 //!   completing out of order, with exact flushes: what the block backend
-//!   serves guests from on a real disk;
-//! - [`sync_disk`]: a block device driven one request at a time on byte
-//!   buffers.
+//!   serves guests from on a real disk.
 //!
 //! Everything here is portable: hardware is reached only through the traits
 //! above, which the kernel implements over mapped MMIO and its own frames
@@ -41,7 +39,6 @@ pub mod nvme;
 pub mod pattern;
 pub mod pci;
 pub mod regs;
-pub mod sync_disk;
 pub mod virtio;
 
 #[cfg(test)]

@@ -222,9 +222,10 @@ pub fn next_boots(name: &str) -> Vec<&'static Scenario> {
     let mut chain: Vec<&str> = vec![name];
     let mut out = Vec::new();
     for s in scenarios() {
-        let continues = s.disks.iter().any(
-            |d| matches!(d.content, DiskContent::Kept { from, .. } if chain.contains(&from)),
-        );
+        let continues = s
+            .disks
+            .iter()
+            .any(|d| matches!(d.content, DiskContent::Kept { from, .. } if chain.contains(&from)));
         if continues && !chain.contains(&s.name) {
             chain.push(s.name);
             out.push(s);

@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Boot the images already built instead of building first.
     #[arg(long)]
     pub no_build: bool,
+    /// Only this bench scenario (default: every one).
+    #[arg(long)]
+    pub scenario: Option<String>,
 }
 
 /// One figure with the mode it came from.
@@ -59,7 +62,15 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let benches: Vec<&Scenario> = scenarios()
         .iter()
         .filter(|s| s.kind == Kind::Bench)
+        .filter(|s| args.scenario.as_deref().is_none_or(|only| s.name == only))
         .collect();
+    if benches.is_empty() {
+        return Err(format!(
+            "no bench scenario `{}`",
+            args.scenario.as_deref().unwrap_or("")
+        )
+        .into());
+    }
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for(benches.iter().copied()))?;
@@ -103,7 +114,19 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
                 println!("    | {line}");
             }
         }
-        rows.extend(found.into_iter().map(|result| Row { result, mode }));
+        let ratios = same_boot_ratios(&found);
+        for r in &ratios {
+            println!(
+                "bench {}: {} = {} (same boot)",
+                scenario.name, r.name, r.value
+            );
+        }
+        rows.extend(
+            found
+                .into_iter()
+                .chain(ratios)
+                .map(|result| Row { result, mode }),
+        );
     }
 
     if rows.is_empty() {
@@ -125,6 +148,50 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
     println!("wrote {} results to {}", rows.len(), display(&json_path));
     Ok(all_passed)
+}
+
+/// Guest figures and the domain-0 reference each is compared with, and the
+/// name of the ratio (guest / reference): measured in the same boot, on the
+/// same disk, with the same plan (`pv_guest_kit::blk_bench`).
+const SAME_BOOT_PAIRS: &[(&str, &str, &str)] = &[
+    (
+        "guest_blk_seq_read_mibs",
+        "dd_virtio_blk_seq_read_mibs",
+        "guest_blk_seq_read_ratio",
+    ),
+    (
+        "guest_blk_seq_write_mibs",
+        "dd_virtio_blk_seq_write_mibs",
+        "guest_blk_seq_write_ratio",
+    ),
+    (
+        "guest_blk_rand4k_qd1_iops",
+        "dd_virtio_blk_rand4k_qd1_iops",
+        "guest_blk_rand4k_qd1_ratio",
+    ),
+    (
+        "guest_blk_rand4k_qd32_iops",
+        "dd_virtio_blk_rand4k_qd32_iops",
+        "guest_blk_rand4k_qd32_ratio",
+    ),
+];
+
+/// The ratios of [`SAME_BOOT_PAIRS`] found in one boot's figures (rounded
+/// to hundredths; a pair with a figure missing or a zero reference gives
+/// none).
+fn same_boot_ratios(found: &[BenchResult]) -> Vec<BenchResult> {
+    let value = |name: &str| found.iter().find(|r| r.name == name).map(|r| r.value);
+    SAME_BOOT_PAIRS
+        .iter()
+        .filter_map(|&(guest, local, ratio)| {
+            let (g, l) = (value(guest)?, value(local)?);
+            (l > 0.0).then(|| BenchResult {
+                name: ratio.to_owned(),
+                value: (g / l * 100.0).round() / 100.0,
+                unit: "ratio".to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// The results as an aligned text table.
@@ -227,6 +294,27 @@ mod tests {
         );
         assert_eq!(json(&[]), "[\n]\n");
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn ratios_pair_guest_figures_with_the_same_boot_reference() {
+        let r = |name: &str, value| BenchResult {
+            name: name.into(),
+            value,
+            unit: "MiB/s".into(),
+        };
+        let found = [
+            r("dd_virtio_blk_seq_read_mibs", 400.0),
+            r("guest_blk_seq_read_mibs", 300.0),
+            r("dd_virtio_blk_rand4k_qd32_iops", 0.0),
+            r("guest_blk_rand4k_qd32_iops", 10.0),
+            r("guest_blk_seq_write_mibs", 10.0),
+        ];
+        let ratios = same_boot_ratios(&found);
+        assert_eq!(ratios.len(), 1, "{ratios:?}");
+        assert_eq!(ratios[0].name, "guest_blk_seq_read_ratio");
+        assert_eq!(ratios[0].value, 0.75);
+        assert_eq!(ratios[0].unit, "ratio");
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub struct BlkStats {
     pub flushes: u64,
     pub units_read: u64,
     pub units_written: u64,
+    /// TSC ticks spent in grant copies of a queued disk's data.
+    pub copy_ticks: u64,
+    /// TSC ticks spent taking, checking and answering requests of a queued
+    /// disk (grant copies included).
+    pub serve_ticks: u64,
 }
 
 /// Frames the backend copies through.
@@ -297,6 +302,7 @@ impl BlkConnection {
             return Ok(false);
         };
         let (disk, first) = (disk.clone(), *first);
+        let started = pv_guest_kit::bench::rdtsc();
         let mut taken = 0;
         let mut answered = false;
         while taken < BUDGET {
@@ -357,8 +363,10 @@ impl BlkConnection {
                     taken += 1;
                     if write {
                         let ops = copy_ops(self.frontend, &segs, Direction::FromGrant);
+                        let t = pv_guest_kit::bench::rdtsc();
                         let copied = copy_batch(&ops, &mut frames)
                             .is_ok_and(|st| st.iter().all(|&s| s == 0));
+                        self.stats.copy_ticks += pv_guest_kit::bench::rdtsc() - t;
                         if !copied {
                             disk.borrow_mut().give_frames(frames);
                             self.respond(&req, BLKIF_RSP_ERROR)?;
@@ -402,6 +410,7 @@ impl BlkConnection {
         if answered && self.ring.publish_responses(&mut self.mem) {
             let _ = events::notify(self.port);
         }
+        self.stats.serve_ticks += pv_guest_kit::bench::rdtsc() - started;
         Ok(taken > 0)
     }
 
@@ -417,12 +426,15 @@ impl BlkConnection {
         let Some(p) = self.pending.remove(&done.user) else {
             return Ok(false);
         };
+        let started = pv_guest_kit::bench::rdtsc();
         let mut status = status_of(done.result.is_ok());
         if let Some(mut frames) = done.buf.take() {
             if p.read && status == BLKIF_RSP_OKAY {
                 let ops = copy_ops(self.frontend, &p.segs, Direction::ToGrant);
+                let t = pv_guest_kit::bench::rdtsc();
                 let copied =
                     copy_batch(&ops, &mut frames).is_ok_and(|st| st.iter().all(|&s| s == 0));
+                self.stats.copy_ticks += pv_guest_kit::bench::rdtsc() - t;
                 if !copied {
                     status = BLKIF_RSP_ERROR;
                 }
@@ -435,6 +447,7 @@ impl BlkConnection {
             ..BlkifRequest::default()
         };
         self.respond(&req, status)?;
+        self.stats.serve_ticks += pv_guest_kit::bench::rdtsc() - started;
         Ok(true)
     }
 

@@ -1,5 +1,5 @@
 //! The storage a block backend serves: the small [`BlockStore`] trait, the
-//! domain's RAM disk ([`RamDisk`]), a real disk (a [`SyncDisk`] over the
+//! domain's RAM disk ([`RamDisk`]), a real disk (`super::real_disk`, over the
 //! virtio-blk or NVMe driver) and [`View`]s — a whole disk, a GPT partition
 //! or an LBA range of one.
 //!
@@ -11,9 +11,6 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use driver_domain::blk::BlockDevice;
-use driver_domain::dma::DmaPage;
-use driver_domain::sync_disk::SyncDisk;
 use pv_guest_kit::mm::{Frame, MmError};
 
 /// Bytes per addressing unit.
@@ -136,40 +133,6 @@ impl BlockStore for RamDisk {
             self.write(u, &zero)?;
         }
         Ok(())
-    }
-}
-
-/// A real disk, one request at a time: `read` and `write` return once the
-/// device completed them, `flush` once the device answered its flush
-/// (virtio-blk `VIRTIO_BLK_T_FLUSH`, NVMe FLUSH), so a flush blkback
-/// acknowledges has reached the device (BLK-5).
-impl<D: BlockDevice, P: DmaPage> BlockStore for SyncDisk<D, P> {
-    fn units(&self) -> u64 {
-        SyncDisk::units(self)
-    }
-
-    fn sector_size(&self) -> u32 {
-        UNIT as u32
-    }
-
-    fn read(&mut self, unit: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        check_range(unit, units_of(buf.len())?, SyncDisk::units(self))?;
-        SyncDisk::read(self, unit, buf).map_err(|_| StoreError::Io)
-    }
-
-    fn write(&mut self, unit: u64, data: &[u8]) -> Result<(), StoreError> {
-        check_range(unit, units_of(data.len())?, SyncDisk::units(self))?;
-        SyncDisk::write(self, unit, data).map_err(|_| StoreError::Io)
-    }
-
-    fn flush(&mut self) -> Result<(), StoreError> {
-        SyncDisk::flush(self).map_err(|_| StoreError::Io)
-    }
-
-    /// Neither driver issues discards yet; the units keep their contents,
-    /// which "may read back as anything" allows.
-    fn discard(&mut self, unit: u64, count: u64) -> Result<(), StoreError> {
-        check_range(unit, count, SyncDisk::units(self))
     }
 }
 

@@ -6,6 +6,10 @@
 //! its learning bridge ([`bridge`]), all driven by one event loop
 //! ([`Backends::run_until`]).
 //!
+//! While requests are on a real disk the loop polls it, yielding the pCPU
+//! between polls; otherwise it blocks, and the disk's interrupt (or a
+//! frontend's notification) wakes it.
+//!
 //! The loop reconciles the devbus records this domain backs after every
 //! `VIRQ_DEVBUS` (DEV-4): it connects a record whose frontend published
 //! its rings, and tears a connection down when the frontend closed (or
@@ -413,6 +417,11 @@ impl Backends {
             if let Some(disk) = &self.real {
                 let q = disk.borrow().queue.stats;
                 println!(
+                    "blkback: record {id}: {} ms serving requests, {} ms of it in grant copies",
+                    s.serve_ticks / (pv_guest_kit::time::tsc_hz() / 1000).max(1),
+                    s.copy_ticks / (pv_guest_kit::time::tsc_hz() / 1000).max(1)
+                );
+                println!(
                     "blkback: the disk so far: {} device requests, at most {} in flight, {} device flushes, {} timeouts",
                     q.submitted, q.max_in_flight, q.flushes, q.timeouts
                 );
@@ -519,6 +528,18 @@ impl Backends {
             if progress {
                 continue;
             }
+            // Requests on the real disk: poll it, giving the pCPU to any
+            // runnable guest in between, instead of waiting for its
+            // interrupt (a guest waiting for its answer is not runnable,
+            // so the answer goes out as soon as the device has it).
+            if self
+                .real
+                .as_ref()
+                .is_some_and(|d| d.borrow().queue.pending() > 0)
+            {
+                pv_guest_kit::hypercall::sched_yield();
+                continue;
+            }
             if done() {
                 self.close_all("the driver domain is done");
                 return;
@@ -528,10 +549,7 @@ impl Backends {
             let real = &self.real;
             events::wait_until(|| {
                 devbus::changes() != seen
-                    || real.as_ref().is_some_and(|d| {
-                        let mut d = d.borrow_mut();
-                        !d.can_block() || d.pump()
-                    })
+                    || real.as_ref().is_some_and(|d| d.borrow_mut().pump())
                     || blk.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || net.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || done()

@@ -13,7 +13,9 @@
 //!   the queue while the device may touch it, or in blkback while it copies
 //!   grants); timed-out jobs give theirs back only once the device let go.
 //! - The device's interrupt port, if any, is unmasked with a no-op handler:
-//!   it only wakes the backend loop, which then pumps the queue.
+//!   it only wakes the backend loop, which then pumps the queue (the loop
+//!   polls while requests are on the device, so a disk without an
+//!   interrupt works too).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -39,7 +41,6 @@ pub struct RealDisk {
     pub queue: DiskQueue<Vec<Frame>>,
     pool: Vec<Frame>,
     mode: DmaMode,
-    port: Option<Port>,
 }
 
 fn wake(_port: Port) {}
@@ -66,18 +67,7 @@ impl RealDisk {
                 return Err(BlockError::DeviceFault);
             }
         }
-        Ok(RealDisk {
-            queue,
-            pool,
-            mode,
-            port,
-        })
-    }
-
-    /// Whether the backend loop may block: a device with work in flight can
-    /// wake it only through its interrupt.
-    pub fn can_block(&self) -> bool {
-        self.queue.on_device() == 0 || self.port.is_some()
+        Ok(RealDisk { queue, pool, mode })
     }
 
     /// `n` frames of the pool, or `None` if fewer are free.

@@ -129,6 +129,17 @@ pub enum Op {
     Discard { sector: u64, units: u64 },
 }
 
+/// [`Op`] with a borrowed write buffer.
+#[derive(Clone, Copy)]
+enum OpRef<'a> {
+    Read { sector: u64, units: u32 },
+    Write { sector: u64, data: &'a [u8] },
+    Flush,
+    Discard { sector: u64, units: u64 },
+    IoRead { sector: u64, units: u32 },
+    IoWrite { sector: u64, units: u32 },
+}
+
 /// A finished request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
@@ -146,6 +157,8 @@ pub struct Completion {
 /// A finished request not yet taken.
 struct Done {
     completion: Completion,
+    /// The caller's reused buffer, back for [`BlockFront::wait_io`].
+    io: Option<IoBuf>,
     /// A successful read's data: frames and the bytes each carries.
     frames: Vec<(Frame, usize)>,
 }
@@ -167,8 +180,79 @@ impl Done {
     }
 }
 
+/// Buffer frames granted (writable) to the backend once and reused by
+/// many requests ([`BlockFront::io_buf`], [`BlockFront::submit_io`]): no
+/// frame allocation, grant or copy per request, and the caller fills and
+/// reads them in place. The backend only copies to and from grants, so a
+/// reused grant is never in use between requests. Dropping the buffer ends
+/// its grants (a frame whose grant cannot be ended is leaked, not reused).
+pub struct IoBuf {
+    pages: Vec<(Frame, GrantRef)>,
+}
+
+impl core::fmt::Debug for IoBuf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "IoBuf({} pages)", self.pages.len())
+    }
+}
+
+impl IoBuf {
+    /// Bytes the buffer holds.
+    pub fn len(&self) -> usize {
+        self.pages.len() * PAGE
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Copies `data` in at byte `offset` (panics past the end).
+    pub fn write(&mut self, offset: usize, data: &[u8]) {
+        assert!(
+            offset + data.len() <= self.len(),
+            "IoBuf write past its end"
+        );
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done;
+            let n = (PAGE - at % PAGE).min(data.len() - done);
+            self.pages[at / PAGE]
+                .0
+                .write_bytes(at % PAGE, &data[done..done + n]);
+            done += n;
+        }
+    }
+
+    /// Copies bytes from `offset` out into `dst` (panics past the end).
+    pub fn read(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= self.len(), "IoBuf read past its end");
+        let mut done = 0;
+        while done < dst.len() {
+            let at = offset + done;
+            let n = (PAGE - at % PAGE).min(dst.len() - done);
+            self.pages[at / PAGE]
+                .0
+                .read_bytes(at % PAGE, &mut dst[done..done + n]);
+            done += n;
+        }
+    }
+}
+
+impl Drop for IoBuf {
+    fn drop(&mut self) {
+        for (frame, gref) in self.pages.drain(..) {
+            if !end_grant(gref) {
+                core::mem::forget(frame);
+            }
+        }
+    }
+}
+
 struct Inflight {
     operation: u8,
+    /// The caller's reused buffer, for [`BlockFront::submit_io`].
+    io: Option<IoBuf>,
     /// Buffer frames and their grants, in transfer order, with the bytes each carries.
     buffers: Vec<(Frame, GrantRef, usize)>,
     /// Indirect segment pages and their grants.
@@ -391,6 +475,87 @@ impl BlockFront {
     /// Queues `op` (not yet visible to the backend: see [`Self::kick`]) and
     /// returns its id. Waits for a free ring slot if needed.
     pub fn submit(&mut self, op: Op) -> Result<u64, BlkError> {
+        let op = match &op {
+            Op::Read { sector, units } => OpRef::Read {
+                sector: *sector,
+                units: *units,
+            },
+            Op::Write { sector, data } => OpRef::Write {
+                sector: *sector,
+                data,
+            },
+            Op::Flush => OpRef::Flush,
+            Op::Discard { sector, units } => OpRef::Discard {
+                sector: *sector,
+                units: *units,
+            },
+        };
+        self.queue(op)
+    }
+
+    /// Queues a write of `data` (a multiple of 512 bytes) at `sector`,
+    /// copying it straight from the caller's buffer into the granted
+    /// frames (no owned copy as [`Op::Write`] needs); as [`Self::submit`].
+    pub fn submit_write(&mut self, sector: u64, data: &[u8]) -> Result<u64, BlkError> {
+        self.queue(OpRef::Write { sector, data })
+    }
+
+    /// A buffer of `bytes` (rounded up to whole pages) granted to the
+    /// backend once, for [`Self::submit_io`].
+    pub fn io_buf(&self, bytes: usize) -> Result<IoBuf, BlkError> {
+        let mut buf = IoBuf { pages: Vec::new() };
+        for _ in 0..bytes.div_ceil(PAGE) {
+            let frame = Frame::alloc()?;
+            let gref = grant(self.backend, &frame, false)?;
+            buf.pages.push((frame, gref));
+        }
+        Ok(buf)
+    }
+
+    /// Queues a read (`write` false) into, or a write from, the first
+    /// `units` units of `buf`; as [`Self::submit`]. The buffer comes back
+    /// with the completion ([`Self::wait_io`]); on an error it is dropped.
+    pub fn submit_io(
+        &mut self,
+        write: bool,
+        sector: u64,
+        units: u32,
+        buf: IoBuf,
+    ) -> Result<u64, BlkError> {
+        let bytes = units as usize * UNIT;
+        if bytes > buf.len() {
+            return Err(BlkError::BadRequest);
+        }
+        let op = if write {
+            OpRef::IoWrite { sector, units }
+        } else {
+            OpRef::IoRead { sector, units }
+        };
+        self.queue_with(op, Some(buf))
+    }
+
+    /// [`Self::wait`] for a request of [`Self::submit_io`]: the completion
+    /// (without `data`: a read's data is in the buffer) and the buffer.
+    pub fn wait_io(&mut self, id: u64) -> Result<(Completion, Option<IoBuf>), BlkError> {
+        self.kick()?;
+        loop {
+            self.poll()?;
+            if let Some(mut d) = self.done.remove(&id) {
+                let io = d.io.take();
+                return Ok((d.take(), io));
+            }
+            if !self.inflight.contains_key(&id) {
+                return Err(BlkError::BadRequest);
+            }
+            self.wait_for_responses()?;
+        }
+    }
+
+    fn queue(&mut self, op: OpRef<'_>) -> Result<u64, BlkError> {
+        self.queue_with(op, None)
+    }
+
+    fn queue_with(&mut self, op: OpRef<'_>, io: Option<IoBuf>) -> Result<u64, BlkError> {
         self.still_connected()?;
         let id = self.next_id;
         let mut req = BlkifRequest {
@@ -399,32 +564,49 @@ impl BlockFront {
         };
         let mut entry = Inflight {
             operation: 0,
+            io: None,
             buffers: Vec::new(),
             indirect: Vec::new(),
         };
-        let (write, sector, bytes, data) = match &op {
-            Op::Read { sector, units } => (false, *sector, *units as usize * UNIT, None),
-            Op::Write { sector, data } => (true, *sector, data.len(), Some(data.as_slice())),
-            Op::Flush => {
+        let (write, sector, bytes, data) = match op {
+            OpRef::Read { sector, units } | OpRef::IoRead { sector, units } => {
+                (false, sector, units as usize * UNIT, None)
+            }
+            OpRef::IoWrite { sector, units } => (true, sector, units as usize * UNIT, None),
+            OpRef::Write { sector, data } => (true, sector, data.len(), Some(data)),
+            OpRef::Flush => {
                 req.operation = BLKIF_OP_FLUSH_DISKCACHE;
                 (false, 0, 0, None)
             }
-            Op::Discard { sector, units } => {
+            OpRef::Discard { sector, units } => {
                 req.operation = BLKIF_OP_DISCARD;
-                req.sector_number = *sector;
-                req.nr_sectors = *units;
+                req.sector_number = sector;
+                req.nr_sectors = units;
                 (false, 0, 0, None)
             }
         };
-        if matches!(op, Op::Read { .. } | Op::Write { .. }) {
+        if !matches!(op, OpRef::Flush | OpRef::Discard { .. }) {
             if bytes == 0 || !bytes.is_multiple_of(UNIT) || bytes > self.max_transfer() {
                 return Err(BlkError::BadRequest);
             }
-            let buffers = self.buffers(data, bytes)?;
-            let segments: Vec<BlkifSegment> = buffers
+            let buffers = match &io {
+                Some(_) => Vec::new(),
+                None => self.buffers(data, bytes)?,
+            };
+            let pieces: Vec<(GrantRef, usize)> = match &io {
+                Some(buf) => buf
+                    .pages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, gref))| (*gref, (bytes.saturating_sub(i * PAGE)).min(PAGE)))
+                    .take_while(|&(_, n)| n > 0)
+                    .collect(),
+                None => buffers.iter().map(|(_, gref, n)| (*gref, *n)).collect(),
+            };
+            let segments: Vec<BlkifSegment> = pieces
                 .iter()
-                .map(|(_, gref, n)| BlkifSegment {
-                    gref: *gref,
+                .map(|&(gref, n)| BlkifSegment {
+                    gref,
                     first_sect: 0,
                     last_sect: (n / UNIT - 1) as u8,
                     pad: 0,
@@ -458,6 +640,7 @@ impl BlockFront {
                 }
             }
             entry.buffers = buffers;
+            entry.io = io;
         }
         entry.operation = req.operation;
         while self.ring.free_requests() == 0 {
@@ -491,6 +674,7 @@ impl BlockFront {
             id,
             Inflight {
                 operation: req.operation,
+                io: None,
                 buffers: Vec::new(),
                 indirect: Vec::new(),
             },
@@ -532,9 +716,10 @@ impl BlockFront {
             n += 1;
             let seq = self.responses;
             self.responses += 1;
-            let Some(entry) = self.inflight.remove(&rsp.id) else {
+            let Some(mut entry) = self.inflight.remove(&rsp.id) else {
                 continue;
             };
+            let io = entry.io.take();
             let keep_data = rsp.status == BLKIF_RSP_OKAY && entry.operation != BLKIF_OP_WRITE;
             let frames = self.release_entry(entry, keep_data);
             self.done.insert(
@@ -546,6 +731,7 @@ impl BlockFront {
                         data: None,
                         seq,
                     },
+                    io,
                     frames,
                 },
             );
@@ -650,10 +836,11 @@ impl BlockFront {
         let mut done = 0usize;
         while done < data.len() {
             let n = (data.len() - done).min(self.max_transfer());
-            self.run(Op::Write {
-                sector: sector + (done / UNIT) as u64,
-                data: data[done..done + n].to_vec(),
-            })?;
+            let id = self.submit_write(sector + (done / UNIT) as u64, &data[done..done + n])?;
+            let c = self.wait(id)?;
+            if c.status != BLKIF_RSP_OKAY {
+                return Err(BlkError::Status(c.status));
+            }
             done += n;
         }
         Ok(())
@@ -684,6 +871,7 @@ impl BlockFront {
                         data: None,
                         seq: u64::MAX,
                     },
+                    io: None,
                     frames: Vec::new(),
                 },
             );
