@@ -193,7 +193,7 @@ impl<B> DiskQueue<B> {
         if segments.is_empty()
             || segments
                 .iter()
-                .any(|s| s.len == 0 || s.len as usize % UNIT != 0)
+                .any(|s| s.len == 0 || !(s.len as usize).is_multiple_of(UNIT))
         {
             return Err((BlockError::BadLayout, buf));
         }
@@ -322,10 +322,7 @@ impl<B> DiskQueue<B> {
             if flush && !self.barrier_clear(seq) {
                 continue;
             }
-            loop {
-                let Some(job) = self.jobs.get_mut(&seq) else {
-                    break;
-                };
+            while let Some(job) = self.jobs.get_mut(&seq) {
                 let Some(part) = job.unsent.front() else {
                     break;
                 };
@@ -798,7 +795,7 @@ mod tests {
             let mut bufs_back = 0usize;
             let mut handed = 0usize;
             let mut drained = false;
-            for (i, s) in steps.iter().map(Some).chain(core::iter::repeat(None).take(10_000)).enumerate() {
+            for (i, s) in steps.iter().map(Some).chain(core::iter::repeat_n(None, 10_000)).enumerate() {
                 match s {
                     Some(&Step::Write(at, n)) | Some(&Step::Read(at, n)) => {
                         let op = if matches!(s, Some(Step::Write(..))) { BlockOp::Write } else { BlockOp::Read };

@@ -77,7 +77,7 @@ pub fn batch_amount(random: bool, count: u64) -> u64 {
     if random {
         count
     } else {
-        count * SEQ_REQUEST_BYTES as u64 >> 20
+        (count * SEQ_REQUEST_BYTES as u64) >> 20
     }
 }
 
@@ -110,7 +110,7 @@ mod tests {
         for _ in 0..1000 {
             let s = a.next_sector();
             assert_eq!(s, b.next_sector());
-            assert!(s % 8 == 0 && s + 8 <= REGION_UNITS);
+            assert!(s.is_multiple_of(8) && s + 8 <= REGION_UNITS);
         }
     }
 
