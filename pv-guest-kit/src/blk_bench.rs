@@ -13,21 +13,21 @@
 //!   flight, [`RAND_QD1_COUNT`] / [`RAND_QD32_COUNT`] per batch.
 
 /// Timed batches per figure.
-pub const BATCHES: usize = 5;
+pub const BATCHES: usize = 9;
 /// Units (512 bytes) of the region measured: 16 MiB.
 pub const REGION_UNITS: u64 = 16 << 11;
 /// Bytes per sequential request.
 pub const SEQ_REQUEST_BYTES: usize = 1 << 20;
-/// Sequential requests per batch (8 MiB).
-pub const SEQ_REQUESTS: u64 = 8;
+/// Sequential requests per batch (16 MiB: the whole region).
+pub const SEQ_REQUESTS: u64 = 16;
 /// Sequential requests in flight.
 pub const SEQ_DEPTH: usize = 4;
 /// Bytes per random request.
 pub const RAND_BYTES: usize = 4096;
 /// Random reads per batch at depth 1.
-pub const RAND_QD1_COUNT: u64 = 64;
+pub const RAND_QD1_COUNT: u64 = 128;
 /// Random reads per batch at depth 32.
-pub const RAND_QD32_COUNT: u64 = 256;
+pub const RAND_QD32_COUNT: u64 = 512;
 /// Depth of the deep random figure.
 pub const RAND_DEEP: usize = 32;
 
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn amounts_and_rates() {
-        assert_eq!(batch_amount(false, SEQ_REQUESTS), 8);
+        assert_eq!(batch_amount(false, SEQ_REQUESTS), 16);
         assert_eq!(batch_amount(true, 64), 64);
         assert_eq!(per_second(8, 1_000, 2_000), 16);
         assert_eq!(per_second(8, 0, 2_000), 16_000);

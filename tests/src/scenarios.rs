@@ -1595,7 +1595,7 @@ pub(crate) static ALL: &[Scenario] = &[
                 "(d0) BENCH name=dd_virtio_blk_rand4k_qd32_iops",
                 "(d0) blkback: record 1 connected to d1",
                 "(d1) BENCH name=guest_blk_seq_write_mibs",
-                "(d1) blkbench: the 8 MiB written read back intact",
+                "(d1) blkbench: the 16 MiB written read back intact",
                 "(d1) BENCH name=guest_blk_seq_read_mibs",
                 "(d1) BENCH name=guest_blk_rand4k_qd1_iops",
                 "(d1) BENCH name=guest_blk_rand4k_qd32_iops",
