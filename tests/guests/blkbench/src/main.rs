@@ -157,7 +157,7 @@ fn kmain(si: &'static StartInfo) {
         drop(bufs);
         let total: u64 = samples.iter().sum();
         println!(
-            "blkbench: {name}: {}% of the time in submit (building buffers, granting, queueing)",
+            "blkbench: {name}: {}% of the time in submit (stamping, queueing, publishing)",
             submit_ticks * 100 / total.max(1)
         );
         blk_bench::report(
