@@ -287,7 +287,7 @@ fn served_batch(
             }
             issued += 1;
         }
-        disk.pump();
+        disk.pump(&mut Vec::new());
         while let Some(f) = disk.queue.take_finished() {
             if let Some(buf) = f.buf {
                 disk.give_frames(buf);

@@ -106,7 +106,7 @@ pub struct DiskQueue<B> {
     in_flight: BTreeMap<u64, (u64, u64)>,
     next_tag: u64,
     finished: VecDeque<Finished<B>>,
-    reclaimed: Vec<B>,
+    reclaimed: Vec<(u64, B)>,
     /// Counters.
     pub stats: QueueStats,
 }
@@ -288,7 +288,7 @@ impl<B> DiskQueue<B> {
             return;
         };
         if job.answered {
-            self.reclaimed.extend(job.buf);
+            self.reclaimed.extend(job.buf.map(|b| (job.user, b)));
         } else {
             self.finished.push_back(Finished {
                 user: job.user,
@@ -397,8 +397,9 @@ impl<B> DiskQueue<B> {
         self.finished.pop_front()
     }
 
-    /// Buffers of timed-out jobs the device has since let go of.
-    pub fn take_reclaimed(&mut self) -> Vec<B> {
+    /// Timed-out jobs the device has since let go of: their user tags and
+    /// buffers.
+    pub fn take_reclaimed(&mut self) -> Vec<(u64, B)> {
         core::mem::take(&mut self.reclaimed)
     }
 
@@ -737,7 +738,7 @@ mod tests {
         r.model.borrow_mut().complete(0);
         r.q.pump();
         assert!(r.q.take_finished().is_none(), "answered only once");
-        assert_eq!(r.q.take_reclaimed(), [42]);
+        assert_eq!(r.q.take_reclaimed(), [(1, 42)]);
         assert!(r.q.is_idle());
     }
 

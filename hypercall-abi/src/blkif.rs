@@ -49,6 +49,13 @@ pub const BLKIF_FEATURE_FLUSH: u32 = 1 << 0;
 pub const BLKIF_FEATURE_DISCARD: u32 = 1 << 1;
 /// Backend feature: `BLKIF_OP_INDIRECT` (up to `max_indirect_segments`).
 pub const BLKIF_FEATURE_INDIRECT: u32 = 1 << 2;
+/// Backend feature: segments flagged [`BLKIF_SEG_PERSISTENT`] (BLK-10).
+pub const BLKIF_FEATURE_PERSISTENT: u32 = 1 << 3;
+/// `BlkifSegment::pad` flag (BLK-10): the frontend keeps this grant, unchanged
+/// and writable, until the connection closes, so the backend may keep it
+/// mapped (and let the device reach it) until then. Only with
+/// [`BLKIF_FEATURE_PERSISTENT`].
+pub const BLKIF_SEG_PERSISTENT: u16 = 1;
 
 /// Response status: done.
 pub const BLKIF_RSP_OKAY: i16 = 0;
@@ -69,7 +76,7 @@ pub struct BlkifSegment {
     pub first_sect: u8,
     /// `[FRONT]` last unit in the page (inclusive).
     pub last_sect: u8,
-    /// Zero.
+    /// Zero, or [`BLKIF_SEG_PERSISTENT`] (BLK-10).
     pub pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<BlkifSegment>() == 8);
@@ -327,7 +334,8 @@ pub fn check_request(req: &BlkifRequest, dev: &DeviceLimits) -> Result<Checked, 
 
 /// Checks segments that transfer consecutive device units starting at
 /// `sector_number`; returns the units they cover. Each segment's range
-/// must be `first_sect <= last_sect < 8` with zero padding; the whole
+/// must be `first_sect <= last_sect < 8` with zero padding (or the
+/// persistent flag, if the device offers it: BLK-10); the whole
 /// transfer must lie inside the device and, on a 4096-byte-sector device,
 /// every segment must cover whole 4 KiB-aligned sectors.
 pub fn check_segments(
@@ -341,7 +349,9 @@ pub fn check_segments(
     }
     let mut total: u64 = 0;
     for s in segments {
-        if s.pad != 0 {
+        let persistent_ok =
+            s.pad == BLKIF_SEG_PERSISTENT && dev.features & BLKIF_FEATURE_PERSISTENT != 0;
+        if s.pad != 0 && !persistent_ok {
             return Err(Reject::NonZeroPad);
         }
         if s.first_sect > s.last_sect || s.last_sect >= BLKIF_UNITS_PER_PAGE {
@@ -429,6 +439,20 @@ mod tests {
                 nr_pages: 1
             })
         );
+    }
+
+    #[test]
+    fn the_persistent_flag_needs_the_feature() {
+        let mut r = read(0, &[(0, 7)]);
+        r.seg[0].pad = BLKIF_SEG_PERSISTENT;
+        assert_eq!(check_request(&r, &DEV), Err(Reject::NonZeroPad));
+        let with = DeviceLimits {
+            features: DEV.features | BLKIF_FEATURE_PERSISTENT,
+            ..DEV
+        };
+        assert!(check_request(&r, &with).is_ok());
+        r.seg[0].pad = 2;
+        assert_eq!(check_request(&r, &with), Err(Reject::NonZeroPad));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! [`REGION_UNITS`] units of the disk (or the guest's view of it):
 //! - `seq_write_mibs` / `seq_read_mibs`: [`SEQ_REQUESTS`] requests of
 //!   [`SEQ_REQUEST_BYTES`] (1 MiB) at consecutive addresses from unit 0,
-//!   [`SEQ_DEPTH`] in flight;
+//!   [`SEQ_DEPTH`] (2) in flight;
 //! - `rand4k_qd1_iops` / `rand4k_qd32_iops`: 4 KiB reads at 4 KiB-aligned
 //!   addresses drawn by [`RandomSectors`] from the region, 1 or 32 in
 //!   flight, [`RAND_QD1_COUNT`] / [`RAND_QD32_COUNT`] per batch.
@@ -20,8 +20,9 @@ pub const REGION_UNITS: u64 = 16 << 11;
 pub const SEQ_REQUEST_BYTES: usize = 1 << 20;
 /// Sequential requests per batch (16 MiB: the whole region).
 pub const SEQ_REQUESTS: u64 = 16;
-/// Sequential requests in flight.
-pub const SEQ_DEPTH: usize = 4;
+/// Sequential requests in flight (2 MiB: more than a virtio-blk queue
+/// holds).
+pub const SEQ_DEPTH: usize = 2;
 /// Bytes per random request.
 pub const RAND_BYTES: usize = 4096;
 /// Random reads per batch at depth 1.

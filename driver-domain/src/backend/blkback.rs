@@ -16,7 +16,7 @@
 //! A producer index that breaks RING-6 ends the connection (BLK-9): the
 //! caller unmaps the ring and closes the record; nothing else is affected.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -33,12 +33,16 @@ use pv_guest_kit::events::{self, Port};
 use pv_guest_kit::mm::{Frame, MmError};
 
 use super::block_store::{BlockStore, UNIT};
-use super::real_disk::{RealDisk, FRAME};
+use super::real_disk::{Persistent, RealDisk, FRAME};
 
 /// Bounce frames: the most segments moved in one batch.
 pub const BOUNCE_FRAMES: usize = 64;
 /// Most indirect segments this backend serves.
 pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
+/// Most persistent grants (BLK-10) one connection may have mapped (the
+/// domain's grant mappings are limited, GNT-3; see also
+/// `real_disk::MAX_PERSISTENT_TOTAL`).
+pub const MAX_PERSISTENT: usize = 640;
 /// Requests served per connection before the others get a turn.
 const BUDGET: u32 = 32;
 
@@ -95,6 +99,8 @@ struct Pending {
     operation: u8,
     /// The guest's segments (empty for a flush); a read's data goes there.
     segs: Vec<BlkifSegment>,
+    /// Grant-copy the data to the guest at completion (a read through pool
+    /// frames; a read into persistent grants needs none).
     read: bool,
 }
 
@@ -117,6 +123,14 @@ pub struct BlkConnection {
     pending: BTreeMap<u64, Pending>,
     /// A request taken off the ring that waits for free pool frames.
     stalled: Option<BlkifRequest>,
+    /// Persistent grants mapped and placed in the IOMMU space (BLK-10).
+    persistent: BTreeMap<u32, Persistent>,
+    /// No more grants get mapped (a limit was reached or a mapping
+    /// failed): new ones go the copying way.
+    persistent_full: bool,
+    /// Jobs answered on a timeout that the device has not let go of yet
+    /// (it may still reach their persistent grants).
+    held: BTreeSet<u64>,
     pub stats: BlkStats,
 }
 
@@ -142,15 +156,26 @@ impl BlkConnection {
             Ok(ring) => ring,
             Err(e) => return Err((mem, e)),
         };
-        let (sectors, sector_size) = match &backing {
-            Backing::Store(store) => (store.units(), store.sector_size()),
-            Backing::Queued { count, .. } => (*count, UNIT as u32),
+        let (sectors, sector_size, persistent) = match &backing {
+            Backing::Store(store) => (store.units(), store.sector_size(), 0),
+            Backing::Queued { count, disk, .. } => (
+                *count,
+                UNIT as u32,
+                if disk.borrow().maps_persistent() {
+                    BLKIF_FEATURE_PERSISTENT
+                } else {
+                    0
+                },
+            ),
         };
         let limits = DeviceLimits {
             sectors,
             sector_size,
             readonly,
-            features: BLKIF_FEATURE_FLUSH | BLKIF_FEATURE_DISCARD | BLKIF_FEATURE_INDIRECT,
+            features: BLKIF_FEATURE_FLUSH
+                | BLKIF_FEATURE_DISCARD
+                | BLKIF_FEATURE_INDIRECT
+                | persistent,
             max_indirect_segments: MAX_INDIRECT_SEGMENTS,
         };
         Ok(BlkConnection {
@@ -162,6 +187,9 @@ impl BlkConnection {
             limits,
             pending: BTreeMap::new(),
             stalled: None,
+            persistent: BTreeMap::new(),
+            persistent_full: false,
+            held: BTreeSet::new(),
             stats: BlkStats::default(),
         })
     }
@@ -355,6 +383,37 @@ impl BlkConnection {
                         }
                     };
                     let bytes: usize = segs.iter().map(seg_bytes).sum();
+                    let direct = segs.iter().all(|s| s.pad == BLKIF_SEG_PERSISTENT)
+                        && disk.borrow().maps_persistent();
+                    if let Some(segments) = direct
+                        .then(|| self.persistent_segments(&mut disk.borrow_mut(), &segs))
+                        .flatten()
+                    {
+                        // The device reaches the guest's pages itself.
+                        taken += 1;
+                        let op = if write { BlockOp::Write } else { BlockOp::Read };
+                        let sector = first + req.sector_number;
+                        let queued =
+                            disk.borrow_mut()
+                                .queue
+                                .submit(job, op, sector, &segments, Vec::new());
+                        if queued.is_ok() {
+                            self.count_units(write, bytes);
+                            self.pending.insert(
+                                job,
+                                Pending {
+                                    id: req.id,
+                                    operation: req.operation,
+                                    segs: Vec::new(),
+                                    read: false,
+                                },
+                            );
+                        } else {
+                            self.respond(&req, BLKIF_RSP_ERROR)?;
+                            answered = true;
+                        }
+                        continue;
+                    }
                     let Some(mut frames) = disk.borrow_mut().take_frames(bytes.div_ceil(FRAME))
                     else {
                         self.stalled = Some(req);
@@ -381,12 +440,7 @@ impl BlkConnection {
                     match d.queue.submit(job, op, sector, &segments, frames) {
                         Ok(()) => {
                             drop(d);
-                            let units = (bytes / UNIT) as u64;
-                            if write {
-                                self.stats.units_written += units;
-                            } else {
-                                self.stats.units_read += units;
-                            }
+                            self.count_units(write, bytes);
                             self.pending.insert(
                                 job,
                                 Pending {
@@ -414,6 +468,73 @@ impl BlkConnection {
         Ok(taken > 0)
     }
 
+    fn count_units(&mut self, write: bool, bytes: usize) {
+        let units = (bytes / UNIT) as u64;
+        if write {
+            self.stats.units_written += units;
+        } else {
+            self.stats.units_read += units;
+        }
+    }
+
+    /// The device segments of `segs` (all flagged persistent) through
+    /// their mappings in the IOMMU space, mapping the grants not yet seen;
+    /// `None` if one cannot be (too many, or a bad grant): the request then
+    /// goes the copying way.
+    fn persistent_segments(
+        &mut self,
+        disk: &mut RealDisk,
+        segs: &[BlkifSegment],
+    ) -> Option<Vec<driver_domain::dma::Segment>> {
+        let mut out = Vec::with_capacity(segs.len());
+        for s in segs {
+            let dev_pfn = match self.persistent.get(&s.gref) {
+                Some(p) => p.dev_pfn,
+                None => {
+                    if self.persistent_full || self.persistent.len() >= MAX_PERSISTENT {
+                        self.persistent_full = true;
+                        return None;
+                    }
+                    let Some(p) = disk.map_persistent(self.frontend, s.gref) else {
+                        self.persistent_full = true;
+                        return None;
+                    };
+                    let pfn = p.dev_pfn;
+                    self.persistent.insert(s.gref, p);
+                    pfn
+                }
+            };
+            out.push(driver_domain::dma::Segment {
+                addr: (dev_pfn << 12) + u64::from(s.first_sect) * UNIT as u64,
+                len: seg_bytes(s) as u32,
+            });
+        }
+        Some(out)
+    }
+
+    /// Persistent grants in use now: how many are mapped.
+    pub fn persistent_grants(&self) -> usize {
+        self.persistent.len()
+    }
+
+    /// Takes the persistent mappings away (the connection is closing),
+    /// with the jobs that may still reach them: those not answered yet and
+    /// those the device still holds after a timeout. The caller unmaps them
+    /// once all those jobs are over.
+    pub fn take_persistent(&mut self) -> (Vec<Persistent>, BTreeSet<u64>) {
+        let maps = core::mem::take(&mut self.persistent)
+            .into_values()
+            .collect();
+        let mut jobs: BTreeSet<u64> = self.pending.keys().copied().collect();
+        jobs.append(&mut self.held);
+        (maps, jobs)
+    }
+
+    /// The device let go of job `user` (answered earlier on a timeout).
+    pub fn released(&mut self, user: u64) {
+        self.held.remove(&user);
+    }
+
     /// Answers the request of finished job `done`, if it is this
     /// connection's (a read's data is grant-copied to the guest first);
     /// gives its frames back to `disk`. Returns `Ok(false)` if the job is
@@ -428,6 +549,11 @@ impl BlkConnection {
         };
         let started = pv_guest_kit::bench::rdtsc();
         let mut status = status_of(done.result.is_ok());
+        if done.buf.is_none() {
+            // Answered on a timeout: the device may still reach the job's
+            // memory until it lets go (`released`).
+            self.held.insert(done.user);
+        }
         if let Some(mut frames) = done.buf.take() {
             if p.read && status == BLKIF_RSP_OKAY {
                 let ops = copy_ops(self.frontend, &p.segs, Direction::ToGrant);

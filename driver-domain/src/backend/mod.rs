@@ -26,7 +26,7 @@ pub mod netback;
 pub mod real_disk;
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -69,6 +69,9 @@ pub struct Backends {
     bounce: Bounce,
     /// The real disk served with many requests in flight, if any.
     real: Option<Rc<RefCell<RealDisk>>>,
+    /// Persistent grants of closed connections (BLK-10), unmapped once the
+    /// jobs that may still reach them (the set) are over.
+    retiring: Vec<(BTreeSet<u64>, Vec<real_disk::Persistent>)>,
 }
 
 fn wake(_port: Port) {}
@@ -113,6 +116,7 @@ impl Backends {
             va_pool: Vec::new(),
             bounce,
             real: device.clone(),
+            retiring: Vec::new(),
         };
         let device = device.map(|d| -> SharedStore { d });
         backends.create_records(config, device);
@@ -400,7 +404,19 @@ impl Backends {
         self.unmap_ring(rx);
     }
 
-    fn teardown(&mut self, conn: BlkConnection) {
+    fn teardown(&mut self, mut conn: BlkConnection) {
+        let (maps, jobs) = conn.take_persistent();
+        if !maps.is_empty() {
+            match &self.real {
+                Some(disk) if jobs.is_empty() => {
+                    let mut disk = disk.borrow_mut();
+                    for p in maps {
+                        disk.unmap_persistent(p);
+                    }
+                }
+                _ => self.retiring.push((jobs, maps)),
+            }
+        }
         let _ = events::close(conn.port());
         self.unmap_ring(conn.into_ring());
     }
@@ -409,6 +425,7 @@ impl Backends {
     fn disconnect(&mut self, id: u32, why: &str) {
         if let Some(conn) = self.blk.remove(&id) {
             let s = conn.stats;
+            let persistent = conn.persistent_grants();
             println!(
                 "blkback: record {id} of d{} closed ({why}): {} requests, {} errors, {} flushes, {} units read, {} written",
                 conn.frontend, s.requests, s.errors, s.flushes, s.units_read, s.units_written
@@ -417,7 +434,7 @@ impl Backends {
             if let Some(disk) = &self.real {
                 let q = disk.borrow().queue.stats;
                 println!(
-                    "blkback: record {id}: {} ms serving requests, {} ms of it in grant copies",
+                    "blkback: record {id}: {} ms serving requests, {} ms of it in grant copies; {persistent} persistent grants mapped",
                     s.serve_ticks / (pv_guest_kit::time::tsc_hz() / 1000).max(1),
                     s.copy_ticks / (pv_guest_kit::time::tsc_hz() / 1000).max(1)
                 );
@@ -549,7 +566,7 @@ impl Backends {
             let real = &self.real;
             events::wait_until(|| {
                 devbus::changes() != seen
-                    || real.as_ref().is_some_and(|d| d.borrow_mut().pump())
+                    || real.as_ref().is_some_and(|d| d.borrow_mut().queue.pump())
                     || blk.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || net.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || done()
@@ -566,7 +583,13 @@ impl Backends {
             return false;
         };
         let mut disk = disk.borrow_mut();
-        let mut progress = disk.pump();
+        let mut released = Vec::new();
+        let mut progress = disk.pump(&mut released);
+        for user in &released {
+            for conn in self.blk.values_mut() {
+                conn.released(*user);
+            }
+        }
         let mut touched = Vec::new();
         while let Some(mut done) = disk.queue.take_finished() {
             progress = true;
@@ -589,7 +612,23 @@ impl Backends {
             if !claimed {
                 if let Some(frames) = done.buf.take() {
                     disk.give_frames(frames);
+                    released.push(done.user);
                 }
+            }
+        }
+        // Persistent grants of closed connections whose last job is over.
+        for (jobs, _) in self.retiring.iter_mut() {
+            for user in &released {
+                jobs.remove(user);
+            }
+        }
+        let (over, still): (Vec<_>, Vec<_>) = core::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|(jobs, _)| jobs.is_empty());
+        self.retiring = still;
+        for (_, maps) in over {
+            for p in maps {
+                disk.unmap_persistent(p);
             }
         }
         touched.sort_unstable();

@@ -23,8 +23,12 @@ use alloc::vec::Vec;
 use driver_domain::blk::{BlockDevice, BlockError, BlockOp};
 use driver_domain::disk_queue::DiskQueue;
 use driver_domain::dma::Segment;
+use hypercall_abi::DomId;
 use pv_guest_kit::events::{self, Port};
+use pv_guest_kit::grants::{self, GrantRef, Mapping};
 use pv_guest_kit::mm::{Frame, MmError};
+use pv_guest_kit::physdev;
+use pv_guest_kit::println;
 
 use super::block_store::{check_range, BlockStore, StoreError, UNIT};
 use crate::hw::frames::DmaMode;
@@ -35,12 +39,38 @@ pub const FRAME: usize = 4096;
 /// (4 MiB; a virtio-blk queue holds about 1 MiB of large requests).
 pub const POOL_FRAMES: usize = 1024;
 
+/// A frontend's persistent grant (BLK-10) mapped here and placed in the
+/// IOMMU space at `dev_pfn`, so the device reaches the guest's page itself.
+#[derive(Debug)]
+pub struct Persistent {
+    mapping: Mapping,
+    /// Where the device sees the page.
+    pub dev_pfn: u64,
+}
+
+/// Bus pages of the IOMMU grant window (PDEV-8) not in use.
+struct GrantWindow {
+    free: Vec<u64>,
+    next: u64,
+    end: u64,
+}
+
+/// Most persistent grants mapped at once over all connections: the
+/// domain has at most 1024 grant mappings (GNT-3), rings need some.
+pub const MAX_PERSISTENT_TOTAL: usize = 768;
+
 /// A served real disk.
 pub struct RealDisk {
     /// The device and its queue of jobs (buffers: the jobs' pool frames).
     pub queue: DiskQueue<Vec<Frame>>,
     pool: Vec<Frame>,
     mode: DmaMode,
+    /// The grant window, behind an IOMMU (else no persistent mappings).
+    window: Option<GrantWindow>,
+    /// Address-space pages for grant mappings, free.
+    vas: Vec<u64>,
+    /// Persistent grants mapped now.
+    mapped: usize,
 }
 
 fn wake(_port: Port) {}
@@ -67,7 +97,90 @@ impl RealDisk {
                 return Err(BlockError::DeviceFault);
             }
         }
-        Ok(RealDisk { queue, pool, mode })
+        let window = match mode {
+            DmaMode::Iommu => physdev::iommu_info()
+                .ok()
+                .filter(|i| i.grant_pfn_end > i.grant_pfn_start)
+                .map(|i| GrantWindow {
+                    free: Vec::new(),
+                    next: i.grant_pfn_start,
+                    end: i.grant_pfn_end,
+                }),
+            DmaMode::Machine => None,
+        };
+        Ok(RealDisk {
+            queue,
+            pool,
+            mode,
+            window,
+            vas: Vec::new(),
+            mapped: 0,
+        })
+    }
+
+    /// Whether frontends' persistent grants can be placed in the IOMMU space.
+    pub fn maps_persistent(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// Maps `frontend`'s grant `gref` (writable) and places it in the
+    /// IOMMU space; `None` if it cannot (a bad grant, no room).
+    pub fn map_persistent(&mut self, frontend: DomId, gref: GrantRef) -> Option<Persistent> {
+        if self.mapped >= MAX_PERSISTENT_TOTAL {
+            return None;
+        }
+        let window = self.window.as_mut()?;
+        let dev_pfn = match window.free.pop() {
+            Some(p) => p,
+            None if window.next < window.end => {
+                window.next += 1;
+                window.next - 1
+            }
+            None => return None,
+        };
+        let va = match self.vas.pop() {
+            Some(va) => va,
+            None => match pv_guest_kit::mm::reserve_va(1) {
+                Ok(r) => r.start(),
+                Err(_) => {
+                    window.free.push(dev_pfn);
+                    return None;
+                }
+            },
+        };
+        let mapping = match grants::map(frontend, gref, va, false) {
+            Ok(m) => m,
+            Err(_) => {
+                window.free.push(dev_pfn);
+                self.vas.push(va);
+                return None;
+            }
+        };
+        if physdev::iommu_map_grant(mapping.handle().handle, dev_pfn, false).is_err() {
+            window.free.push(dev_pfn);
+            self.release_mapping(mapping);
+            return None;
+        }
+        self.mapped += 1;
+        Some(Persistent { mapping, dev_pfn })
+    }
+
+    /// Unmaps a persistent grant (which also takes it out of the IOMMU
+    /// space, PDEV-8: call only once no device request can reach it).
+    pub fn unmap_persistent(&mut self, p: Persistent) {
+        if let Some(w) = self.window.as_mut() {
+            w.free.push(p.dev_pfn);
+        }
+        self.mapped -= 1;
+        self.release_mapping(p.mapping);
+    }
+
+    fn release_mapping(&mut self, mapping: Mapping) {
+        let va = mapping.va();
+        match mapping.unmap() {
+            Ok(()) => self.vas.push(va),
+            Err((_, e)) => println!("blkback: unmapping a persistent grant: {e}"),
+        }
     }
 
     /// `n` frames of the pool, or `None` if fewer are free.
@@ -106,11 +219,14 @@ impl RealDisk {
             .collect()
     }
 
-    /// Moves everything along, gives reclaimed frames back to the pool.
-    pub fn pump(&mut self) -> bool {
+    /// Moves everything along, gives reclaimed frames back to the pool;
+    /// adds to `released` the jobs the device let go of only now (answered
+    /// earlier on a timeout).
+    pub fn pump(&mut self, released: &mut Vec<u64>) -> bool {
         let progress = self.queue.pump();
-        for frames in self.queue.take_reclaimed() {
+        for (user, frames) in self.queue.take_reclaimed() {
             self.give_frames(frames);
+            released.push(user);
         }
         progress
     }

@@ -183,9 +183,12 @@ impl Done {
 /// Buffer frames granted (writable) to the backend once and reused by
 /// many requests ([`BlockFront::io_buf`], [`BlockFront::submit_io`]): no
 /// frame allocation, grant or copy per request, and the caller fills and
-/// reads them in place. The backend only copies to and from grants, so a
-/// reused grant is never in use between requests. Dropping the buffer ends
-/// its grants (a frame whose grant cannot be ended is leaked, not reused).
+/// reads them in place. Its segments are flagged persistent when the
+/// backend offers it (BLK-10): the backend may then keep the grants mapped,
+/// and its device reach them directly, until the connection closes, so drop
+/// an `IoBuf` only after [`BlockFront::disconnect`]. Dropping the buffer
+/// ends its grants (a frame whose grant cannot be ended, because the
+/// backend still maps it, is leaked, never reused).
 pub struct IoBuf {
     pages: Vec<(Frame, GrantRef)>,
 }
@@ -603,13 +606,16 @@ impl BlockFront {
                     .collect(),
                 None => buffers.iter().map(|(_, gref, n)| (*gref, *n)).collect(),
             };
+            // An `IoBuf` keeps its grants until it is dropped: a backend
+            // that offers it may keep them mapped (BLK-10).
+            let persistent = io.is_some() && self.info.features & BLKIF_FEATURE_PERSISTENT != 0;
             let segments: Vec<BlkifSegment> = pieces
                 .iter()
                 .map(|&(gref, n)| BlkifSegment {
                     gref,
                     first_sect: 0,
                     last_sect: (n / UNIT - 1) as u8,
-                    pad: 0,
+                    pad: if persistent { BLKIF_SEG_PERSISTENT } else { 0 },
                 })
                 .collect();
             let rw = if write { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
@@ -632,6 +638,7 @@ impl BlockFront {
                         raw[..4].copy_from_slice(&s.gref.to_le_bytes());
                         raw[4] = s.first_sect;
                         raw[5] = s.last_sect;
+                        raw[6..8].copy_from_slice(&s.pad.to_le_bytes());
                         page.write_bytes(j * 8, &raw);
                     }
                     let gref = grant(self.backend, &page, true)?;

@@ -117,15 +117,11 @@ fn kmain(si: &'static StartInfo) {
     );
     let seq_units = (blk_bench::SEQ_REQUEST_BYTES / 512) as u64;
     let mut buf = base_pattern();
-    for (name, write, random, depth, count) in blk_bench::FIGURES {
-        let bytes = if random {
-            blk_bench::RAND_BYTES
-        } else {
-            blk_bench::SEQ_REQUEST_BYTES
-        };
-        // The buffers, filled once (as the local figures move no data
-        // through the CPU either).
-        let mut bufs: Vec<IoBuf> = (0..depth)
+    // The buffers, granted once and filled once (as the local figures move
+    // no data through the CPU either); kept until the disk is disconnected
+    // (a backend may map them for the connection's life, BLK-10).
+    let io_bufs = |n: usize, bytes: usize| -> Vec<IoBuf> {
+        (0..n)
             .map(|_| {
                 let mut b = front
                     .io_buf(bytes)
@@ -133,7 +129,21 @@ fn kmain(si: &'static StartInfo) {
                 b.write(0, &buf[..bytes]);
                 b
             })
-            .collect();
+            .collect()
+    };
+    let mut seq_bufs = io_bufs(blk_bench::SEQ_DEPTH, blk_bench::SEQ_REQUEST_BYTES);
+    let mut rand_bufs = io_bufs(blk_bench::RAND_DEEP, blk_bench::RAND_BYTES);
+    for (name, write, random, depth, count) in blk_bench::FIGURES {
+        let bytes = if random {
+            blk_bench::RAND_BYTES
+        } else {
+            blk_bench::SEQ_REQUEST_BYTES
+        };
+        let bufs = if random {
+            &mut rand_bufs
+        } else {
+            &mut seq_bufs
+        };
         let mut samples = Vec::new();
         let mut submit_ticks = 0u64;
         for _ in 0..blk_bench::BATCHES {
@@ -146,15 +156,8 @@ fn kmain(si: &'static StartInfo) {
                 }
             };
             let shape = (write, (bytes / 512) as u32, count, depth);
-            samples.push(batch(
-                &mut front,
-                &mut bufs,
-                shape,
-                &mut plan,
-                &mut submit_ticks,
-            ));
+            samples.push(batch(&mut front, bufs, shape, &mut plan, &mut submit_ticks));
         }
-        drop(bufs);
         let total: u64 = samples.iter().sum();
         println!(
             "blkbench: {name}: {}% of the time in submit (stamping, queueing, publishing)",
@@ -189,5 +192,7 @@ fn kmain(si: &'static StartInfo) {
     front
         .disconnect()
         .unwrap_or_else(|e| panic!("blkbench: disconnect: {e}"));
+    drop(seq_bufs);
+    drop(rand_bufs);
     println!("blkbench: done");
 }
