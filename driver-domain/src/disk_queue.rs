@@ -166,6 +166,13 @@ impl<B> DiskQueue<B> {
         self.jobs.values().filter(|j| !j.answered).count()
     }
 
+    /// Whether a job of one of `users` is still queued or on the device
+    /// (answered on a timeout included: the device may still reach its
+    /// memory).
+    pub fn holds_any(&self, users: &alloc::collections::BTreeSet<u64>) -> bool {
+        self.jobs.values().any(|j| users.contains(&j.user))
+    }
+
     /// Device requests in flight.
     pub fn on_device(&self) -> usize {
         self.in_flight.len()
@@ -735,9 +742,12 @@ mod tests {
         );
         assert_eq!(r.q.pending(), 0);
         assert!(r.q.take_reclaimed().is_empty());
+        assert!(r.q.holds_any(&[1].into()), "the device still holds it");
+        assert!(!r.q.holds_any(&[2].into()));
         r.model.borrow_mut().complete(0);
         r.q.pump();
         assert!(r.q.take_finished().is_none(), "answered only once");
+        assert!(!r.q.holds_any(&[1].into()));
         assert_eq!(r.q.take_reclaimed(), [(1, 42)]);
         assert!(r.q.is_idle());
     }

@@ -405,16 +405,36 @@ impl Backends {
     }
 
     fn teardown(&mut self, mut conn: BlkConnection) {
+        // Persistent grants are unmapped before this side closes (BLK-10),
+        // once the device is done with every request that may reach them:
+        // wait for those (their answers are dropped later, unclaimed), up to
+        // a little over the device timeout; a device that holds on longer
+        // leaves them to `complete_disk_jobs`.
         let (maps, jobs) = conn.take_persistent();
-        if !maps.is_empty() {
-            match &self.real {
-                Some(disk) if jobs.is_empty() => {
-                    let mut disk = disk.borrow_mut();
-                    for p in maps {
-                        disk.unmap_persistent(p);
-                    }
+        if let (false, Some(disk)) = (maps.is_empty(), &self.real) {
+            let mut disk = disk.borrow_mut();
+            let waiting = jobs.len();
+            let tsc_hz = pv_guest_kit::time::tsc_hz().max(1_000_000_000);
+            let start = pv_guest_kit::bench::rdtsc();
+            while disk.queue.holds_any(&jobs) && pv_guest_kit::bench::rdtsc() - start < tsc_hz * 6 {
+                disk.queue.pump();
+            }
+            if disk.queue.holds_any(&jobs) {
+                println!(
+                    "blkback: d{}: the disk still holds requests; {} persistent grants stay mapped until it lets go",
+                    conn.frontend,
+                    maps.len()
+                );
+                self.retiring.push((jobs, maps));
+            } else {
+                println!(
+                    "blkback: d{}: {} persistent grants unmapped (after {waiting} requests in flight ended)",
+                    conn.frontend,
+                    maps.len()
+                );
+                for p in maps {
+                    disk.unmap_persistent(p);
                 }
-                _ => self.retiring.push((jobs, maps)),
             }
         }
         let _ = events::close(conn.port());

@@ -242,6 +242,21 @@ impl IoBuf {
     }
 }
 
+impl IoBuf {
+    /// Ends the buffer's grants and frees it; returns how many grants could
+    /// not be ended (the backend still maps them: their frames are leaked).
+    pub fn release(mut self) -> usize {
+        let mut stuck = 0;
+        for (frame, gref) in self.pages.drain(..) {
+            if !end_grant(gref) {
+                stuck += 1;
+                core::mem::forget(frame);
+            }
+        }
+        stuck
+    }
+}
+
 impl Drop for IoBuf {
     fn drop(&mut self) {
         for (frame, gref) in self.pages.drain(..) {
@@ -748,7 +763,10 @@ impl BlockFront {
     /// Ends the entry's grants; returns its buffer frames (and their byte
     /// counts) if `keep_data`, else frees them. A frame whose grant cannot
     /// be ended is leaked, never reused.
-    fn release_entry(&mut self, entry: Inflight, keep_data: bool) -> Vec<(Frame, usize)> {
+    fn release_entry(&mut self, mut entry: Inflight, keep_data: bool) -> Vec<(Frame, usize)> {
+        if let Some(io) = entry.io.take() {
+            self.leaked += io.release();
+        }
         let mut kept = Vec::new();
         for (frame, gref, n) in entry.buffers {
             if !end_grant(gref) {
@@ -897,11 +915,18 @@ impl BlockFront {
 
     /// Closes this side of the record, waits until the backend closed its
     /// side too (so it no longer maps the ring), and frees everything.
-    pub fn disconnect(mut self) -> Result<(), BlkError> {
+    pub fn disconnect(self) -> Result<(), BlkError> {
+        self.close().map(drop)
+    }
+
+    /// [`Self::disconnect`], returning how many grants could not be ended
+    /// over the connection's life (the backend still held them: should be
+    /// 0), in-flight `IoBuf`s included.
+    pub fn close(mut self) -> Result<usize, BlkError> {
         devbus::close(self.record)?;
         devbus::wait_for(self.record, |r| r.state == DEVBUS_STATE_CLOSED)?;
         self.release();
-        Ok(())
+        Ok(self.leaked)
     }
 
     /// After the backend closed (requests fail with [`BlkError::Closed`]):

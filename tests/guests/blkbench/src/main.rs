@@ -189,10 +189,29 @@ fn kmain(si: &'static StartInfo) {
             println!("blkbench: the {count} MiB written read back intact");
         }
     }
+    // Close with reads still in flight on persistent buffers: the backend
+    // must unmap them (after the device is done) before it closes its side,
+    // so every grant ends.
+    let mut left = 0;
+    for (i, buf) in seq_bufs.drain(..).enumerate() {
+        front
+            .submit_io(false, i as u64 * seq_units, seq_units as u32, buf)
+            .unwrap_or_else(|e| panic!("blkbench: submit: {e}"));
+        left += 1;
+    }
     front
-        .disconnect()
+        .kick()
+        .unwrap_or_else(|e| panic!("blkbench: kick: {e}"));
+    // Let the driver domain take them to the device first.
+    pv_guest_kit::hypercall::sched_yield();
+    let leaked = front
+        .close()
         .unwrap_or_else(|e| panic!("blkbench: disconnect: {e}"));
-    drop(seq_bufs);
-    drop(rand_bufs);
+    let stuck = leaked + rand_bufs.into_iter().map(IoBuf::release).sum::<usize>();
+    assert_eq!(
+        stuck, 0,
+        "blkbench: the backend still maps buffers after closing"
+    );
+    println!("blkbench: disconnected with {left} reads in flight; every buffer grant ended");
     println!("blkbench: done");
 }
