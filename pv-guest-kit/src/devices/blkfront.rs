@@ -25,6 +25,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::cell::Cell;
 
 use hypercall_abi::blkif::*;
 use hypercall_abi::devbus::*;
@@ -297,6 +298,8 @@ pub struct BlockFront {
     leaked: usize,
     /// Responses taken so far.
     responses: u64,
+    /// `devbus::changes()` when the record was last seen connected.
+    connected_at: Cell<Option<u64>>,
 }
 
 impl core::fmt::Debug for BlockFront {
@@ -319,6 +322,27 @@ fn grant(backend: DomId, frame: &Frame, readonly: bool) -> Result<GrantRef, BlkE
 
 fn end_grant(gref: GrantRef) -> bool {
     grant_table(|t| t.end_access(gref).is_ok()).unwrap_or(false)
+}
+
+/// Whether record `record` is connected. With `VIRQ_DEVBUS` watched, a
+/// record seen connected stays so until the next devbus event (DEV-4), so
+/// the query is skipped while [`devbus::changes`] has not moved since
+/// `seen` was set.
+fn connected(record: u32, seen: &Cell<Option<u64>>) -> Result<(), BlkError> {
+    let now = devbus::changes();
+    if devbus::watching() && seen.get() == Some(now) {
+        return Ok(());
+    }
+    match devbus::get(record)? {
+        Some(r) if r.state == DEVBUS_STATE_CONNECTED => {
+            seen.set(Some(now));
+            Ok(())
+        }
+        _ => {
+            seen.set(None);
+            Err(BlkError::Closed)
+        }
+    }
 }
 
 /// The first block record naming this domain as frontend.
@@ -377,6 +401,7 @@ impl BlockFront {
             done: BTreeMap::new(),
             leaked: 0,
             responses: 0,
+            connected_at: Cell::new(None),
         };
         let published = devbus::publish(&DevbusPublish {
             id,
@@ -453,11 +478,12 @@ impl BlockFront {
         segments as usize * PAGE
     }
 
+    /// Whether the record is still connected. With `VIRQ_DEVBUS` watched,
+    /// a record seen connected stays so until the next devbus event
+    /// (DEV-4), so the query is skipped while [`devbus::changes`] has not
+    /// moved since.
     fn still_connected(&self) -> Result<(), BlkError> {
-        match devbus::get(self.record)? {
-            Some(r) if r.state == DEVBUS_STATE_CONNECTED => Ok(()),
-            _ => Err(BlkError::Closed),
-        }
+        connected(self.record, &self.connected_at)
     }
 
     /// Builds the buffers and segments of a transfer of `bytes` bytes.
@@ -791,14 +817,12 @@ impl BlockFront {
         let mut closed = false;
         let mem = &mut self.mem;
         let ring = &mut self.ring;
+        let seen_connected = &self.connected_at;
         events::wait_until(|| {
             if ring.final_check_for_responses(mem) {
                 return true;
             }
-            closed = !matches!(
-                devbus::get(record),
-                Ok(Some(r)) if r.state == DEVBUS_STATE_CONNECTED
-            );
+            closed = connected(record, seen_connected).is_err();
             closed
         });
         if closed {

@@ -30,6 +30,12 @@ pub fn watch() -> Result<Port, Errno> {
     })
 }
 
+/// Whether [`watch`] bound `VIRQ_DEVBUS` (so [`changes`] moves on every
+/// change of this domain's records, DEV-4).
+pub fn watching() -> bool {
+    matches!(VIRQ_PORT.get(), Some(Ok(_)))
+}
+
 /// `VIRQ_DEVBUS` events seen so far.
 pub fn changes() -> u64 {
     CHANGES.load(Ordering::SeqCst)
