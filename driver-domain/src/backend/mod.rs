@@ -106,6 +106,7 @@ impl Backends {
     }
 
     fn create_records(&mut self, config: &Config, device: Option<SharedStore>) {
+        self.create_foreign_records(config);
         for n in &config.net {
             let mut mac = [0u8; 8];
             mac[..6].copy_from_slice(&n.mac);
@@ -218,6 +219,50 @@ impl Backends {
                     );
                 }
                 Err(e) => println!("toolstack: blk for d{}: devbus create: {e}", b.frontend),
+            }
+        }
+    }
+
+    /// Records another domain backs (`foreign-blk=`, `foreign-net=`): created
+    /// here, never served here (DEV-6).
+    fn create_foreign_records(&mut self, config: &Config) {
+        for f in &config.foreign {
+            let create = match f.device {
+                config::ForeignDevice::Blk { units } => DevbusCreate {
+                    kind: DEVBUS_KIND_BLK,
+                    backend: f.backend,
+                    frontend: f.frontend,
+                    sector_size: 512,
+                    sectors: units,
+                    ..DevbusCreate::default()
+                },
+                config::ForeignDevice::Net { mac } => {
+                    let mut m = [0u8; 8];
+                    m[..6].copy_from_slice(&mac);
+                    DevbusCreate {
+                        kind: DEVBUS_KIND_NET,
+                        backend: f.backend,
+                        frontend: f.frontend,
+                        mac: m,
+                        ..DevbusCreate::default()
+                    }
+                }
+            };
+            match devbus::create(&create) {
+                Ok(id) => println!(
+                    "toolstack: record {id}: {} for d{} backed by d{}",
+                    if create.kind == DEVBUS_KIND_BLK {
+                        "blk"
+                    } else {
+                        "net"
+                    },
+                    f.frontend,
+                    f.backend
+                ),
+                Err(e) => println!(
+                    "toolstack: record for d{} backed by d{}: devbus create: {e}",
+                    f.frontend, f.backend
+                ),
             }
         }
     }

@@ -12,6 +12,16 @@
 //! - Rx buffer `i` (request id `i`) is either posted to the backend or
 //!   being read by [`NetFront::poll`], which reposts it at once.
 //! - A tx buffer is in `tx_free` exactly when no tx request names it.
+//! - `rx_posted[i]` holds exactly when rx buffer `i` is on the rx ring.
+//!
+//! # A hostile backend (NET-5)
+//! A producer index that fails RING-6 fails [`NetFront::poll`] with
+//! [`NetError::Ring`] and takes nothing. A response naming a buffer that is
+//! not out (unknown id, one already answered) is dropped, so no buffer is
+//! freed or posted twice; an rx response whose length is outside
+//! `NETIF_MIN_FRAME ..= NETIF_MAX_FRAME` or whose frame leaves the page
+//! delivers nothing (its buffer is posted again). Each is counted in
+//! [`NetStats::garbage`].
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -85,6 +95,9 @@ pub struct NetStats {
     pub tx_errors: u64,
     pub rx_frames: u64,
     pub rx_errors: u64,
+    /// Responses dropped or refused (NET-5): unknown or repeated ids,
+    /// impossible rx lengths or offsets.
+    pub garbage: u64,
 }
 
 /// A connected vif.
@@ -99,6 +112,8 @@ pub struct NetFront {
     rx: FrontRing<NetifRxRequest, NetifRxResponse>,
     ring_grefs: Vec<GrantRef>,
     rx_bufs: Vec<(Frame, GrantRef)>,
+    /// Whether rx buffer `i` is on the rx ring.
+    rx_posted: Vec<bool>,
     tx_bufs: Vec<(Frame, GrantRef)>,
     tx_free: Vec<u16>,
     received: VecDeque<Vec<u8>>,
@@ -203,6 +218,7 @@ impl NetFront {
             rx,
             ring_grefs,
             rx_bufs,
+            rx_posted: vec![true; RX_BUFFERS],
             tx_bufs,
             tx_free: (0..TX_BUFFERS as u16).rev().collect(),
             received: VecDeque::new(),
@@ -243,6 +259,9 @@ impl NetFront {
         {
             if usize::from(rsp.id) < TX_BUFFERS && !self.tx_free.contains(&rsp.id) {
                 self.tx_free.push(rsp.id);
+            } else {
+                self.stats.garbage += 1;
+                continue;
             }
             if rsp.status != NETIF_RSP_OKAY {
                 self.stats.tx_errors += 1;
@@ -254,18 +273,27 @@ impl NetFront {
             .take_response(&self.rx_mem)
             .map_err(NetError::Ring)?
         {
-            let Some((frame, gref)) = self.rx_bufs.get(usize::from(rsp.id)) else {
-                self.stats.rx_errors += 1;
+            let id = usize::from(rsp.id);
+            let (Some((frame, gref)), Some(true)) =
+                (self.rx_bufs.get(id), self.rx_posted.get(id).copied())
+            else {
+                // Not a buffer the backend holds: nothing to read or repost.
+                self.stats.garbage += 1;
                 continue;
             };
+            self.rx_posted[id] = false;
             let len = rsp.status;
             let offset = usize::from(rsp.offset);
-            if len > 0 && offset + len as usize <= 4096 {
+            let sized = (NETIF_MIN_FRAME as i16..=NETIF_MAX_FRAME as i16).contains(&len);
+            if sized && offset + len as usize <= 4096 {
                 let mut data = vec![0u8; len as usize];
                 frame.read_bytes(offset, &mut data);
                 self.received.push_back(data);
                 self.stats.rx_frames += 1;
             } else {
+                if len != NETIF_RSP_ERROR {
+                    self.stats.garbage += 1;
+                }
                 self.stats.rx_errors += 1;
             }
             let req = NetifRxRequest {
@@ -276,6 +304,7 @@ impl NetFront {
             self.rx
                 .push_request(&mut self.rx_mem, &req)
                 .map_err(|_| NetError::Busy)?;
+            self.rx_posted[id] = true;
             reposted = true;
         }
         if reposted && self.rx.publish_requests(&mut self.rx_mem) {
