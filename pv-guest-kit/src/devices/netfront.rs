@@ -267,14 +267,17 @@ impl NetFront {
                 self.stats.tx_errors += 1;
             }
         }
-        let mut reposted = false;
-        while let Some(rsp) = self
-            .rx
-            .take_response(&self.rx_mem)
-            .map_err(NetError::Ring)?
-        {
+        // Buffers are reposted only after every published response was
+        // taken, so a repeated id in one batch finds its buffer not posted.
+        let mut taken = Vec::new();
+        let outcome = loop {
+            let rsp = match self.rx.take_response(&self.rx_mem) {
+                Ok(Some(rsp)) => rsp,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(NetError::Ring(e)),
+            };
             let id = usize::from(rsp.id);
-            let (Some((frame, gref)), Some(true)) =
+            let (Some((frame, _)), Some(true)) =
                 (self.rx_bufs.get(id), self.rx_posted.get(id).copied())
             else {
                 // Not a buffer the backend holds: nothing to read or repost.
@@ -282,6 +285,7 @@ impl NetFront {
                 continue;
             };
             self.rx_posted[id] = false;
+            taken.push(rsp.id);
             let len = rsp.status;
             let offset = usize::from(rsp.offset);
             let sized = (NETIF_MIN_FRAME as i16..=NETIF_MAX_FRAME as i16).contains(&len);
@@ -296,21 +300,28 @@ impl NetFront {
                 }
                 self.stats.rx_errors += 1;
             }
+        };
+        for &id in &taken {
             let req = NetifRxRequest {
-                id: rsp.id,
+                id,
                 pad: 0,
-                gref: *gref,
+                gref: self.rx_bufs[usize::from(id)].1,
             };
+            // At most as many requests as responses just taken: room exists.
             self.rx
                 .push_request(&mut self.rx_mem, &req)
                 .map_err(|_| NetError::Busy)?;
-            self.rx_posted[id] = true;
-            reposted = true;
+            self.rx_posted[usize::from(id)] = true;
         }
-        if reposted && self.rx.publish_requests(&mut self.rx_mem) {
+        if !taken.is_empty() && self.rx.publish_requests(&mut self.rx_mem) {
             events::notify(self.port)?;
         }
-        Ok(())
+        outcome
+    }
+
+    /// Rx buffers on the rx ring (all of them, unless a backend broke the ring).
+    pub fn rx_posted(&self) -> usize {
+        self.rx_posted.iter().filter(|&&p| p).count()
     }
 
     /// Whether a response is waiting; re-arms the notifications first.
