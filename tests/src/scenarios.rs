@@ -1513,7 +1513,7 @@ pub(crate) static ALL: &[Scenario] = &[
             },
             Module {
                 image: Image::Guest("evil-frontend"),
-                args: "name=victim mem=16M -- mode=victim peer=1 rounds=100",
+                args: "name=victim mem=16M -- mode=victim peer=1 rounds=400",
             },
         ],
         smp: 1,
@@ -1524,7 +1524,7 @@ pub(crate) static ALL: &[Scenario] = &[
         exit_status: POWEROFF,
         expect: &[
             Expect::Line("(d1) evil-frontend: storm: "),
-            Expect::Line("(d2) evil-frontend: victim: 100 rounds of a 64 KiB read and a frame took "),
+            Expect::Line("(d2) evil-frontend: victim: 400 rounds of a 64 KiB read and a frame took "),
             Expect::Line("(d2) BENCH name=xsa332_victim_io_share value="),
             Expect::Line("(d2) evil-frontend: victim: I/O kept flowing through the storm"),
             Expect::Line("(d1) evil-frontend: after the storm blkback and netback still answer the stormer"),
