@@ -1830,9 +1830,40 @@ pub(crate) static ALL: &[Scenario] = &[
 mod xsa_tests {
     use super::*;
 
-    /// The `xsa-*` scenarios of the security regression suite.
+    /// The `xsa-<n>` scenarios of the security regression suite (the
+    /// xsa-suite guest's; `xsa-<n>-backend`/`-frontend` attack the split
+    /// drivers with their own guests).
     fn xsa() -> impl Iterator<Item = &'static Scenario> {
-        ALL.iter().filter(|s| s.name.starts_with("xsa-"))
+        ALL.iter().filter(|s| {
+            s.name
+                .strip_prefix("xsa-")
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
+
+    #[test]
+    fn every_split_driver_xsa_scenario_audits_and_names_its_class() {
+        let split: Vec<&Scenario> = ALL
+            .iter()
+            .filter(|s| s.name.starts_with("xsa-") && !xsa().any(|x| x.name == s.name))
+            .collect();
+        assert!(split.len() >= 4);
+        for s in split {
+            let class = s.name.split('-').nth(1).unwrap_or("");
+            assert!(
+                ALL.iter().any(|x| x.name == format!("xsa-{class}")),
+                "{}: no xsa-{class} beside it",
+                s.name
+            );
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Line("audit: ok"))));
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Absent("(hv) PANIC"))));
+        }
     }
 
     #[test]

@@ -209,6 +209,21 @@ fn end_grant(gref: GrantRef) -> bool {
     grant_table(|t| t.end_access(gref).is_ok()).unwrap_or(false)
 }
 
+/// The status a response for an in-flight request of `operation` completes
+/// it with (BLK-10): its own if it is one of BLK-7's and the operation
+/// matches, else `BLKIF_RSP_ERROR`.
+fn checked_status(rsp: &BlkifResponse, operation: u8) -> i16 {
+    let defined = matches!(
+        rsp.status,
+        BLKIF_RSP_OKAY | BLKIF_RSP_ERROR | BLKIF_RSP_EOPNOTSUPP
+    );
+    if defined && rsp.operation == operation {
+        rsp.status
+    } else {
+        BLKIF_RSP_ERROR
+    }
+}
+
 /// The first block record naming this domain as frontend.
 pub fn find_disk(me: DomId) -> Result<Option<DevbusRecord>, Errno> {
     Ok(devbus::records()?
@@ -540,19 +555,11 @@ impl BlockFront {
                 self.garbage += 1;
                 continue;
             };
-            let defined = matches!(
-                rsp.status,
-                BLKIF_RSP_OKAY | BLKIF_RSP_ERROR | BLKIF_RSP_EOPNOTSUPP
-            );
-            let rsp = if defined && rsp.operation == entry.operation {
-                rsp
-            } else {
+            let status = checked_status(&rsp, entry.operation);
+            if status != rsp.status {
                 self.garbage += 1;
-                BlkifResponse {
-                    status: BLKIF_RSP_ERROR,
-                    ..rsp
-                }
-            };
+            }
+            let rsp = BlkifResponse { status, ..rsp };
             let data = (rsp.status == BLKIF_RSP_OKAY && entry.operation != BLKIF_OP_WRITE)
                 .then(|| {
                     let mut data = Vec::new();
@@ -756,6 +763,41 @@ impl Drop for BlockFront {
             for page in self.mem.take_pages() {
                 core::mem::forget(page);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsp(operation: u8, status: i16) -> BlkifResponse {
+        BlkifResponse {
+            id: 1,
+            operation,
+            status,
+            ..BlkifResponse::default()
+        }
+    }
+
+    #[test]
+    fn only_defined_statuses_of_the_right_operation_pass() {
+        for status in [BLKIF_RSP_OKAY, BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP] {
+            assert_eq!(
+                checked_status(&rsp(BLKIF_OP_READ, status), BLKIF_OP_READ),
+                status
+            );
+        }
+        // A wrong operation never completes a request successfully.
+        assert_eq!(
+            checked_status(&rsp(BLKIF_OP_WRITE, BLKIF_RSP_OKAY), BLKIF_OP_READ),
+            BLKIF_RSP_ERROR
+        );
+        for status in [1, 77, -3, i16::MIN, i16::MAX] {
+            assert_eq!(
+                checked_status(&rsp(BLKIF_OP_READ, status), BLKIF_OP_READ),
+                BLKIF_RSP_ERROR
+            );
         }
     }
 }

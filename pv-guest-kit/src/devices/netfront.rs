@@ -136,6 +136,27 @@ fn grant(backend: DomId, frame: &Frame, readonly: bool) -> Result<GrantRef, NetE
     grant_table(|t| t.grant_access(backend, frame.mfn(), readonly))?.map_err(NetError::Grant)
 }
 
+/// Takes rx buffer `id` back from the backend (NET-5): `false` if it is not
+/// one this frontend has posted (unknown, or already answered).
+fn claim_rx(posted: &mut [bool], id: u16) -> bool {
+    match posted.get_mut(usize::from(id)) {
+        Some(p) if *p => {
+            *p = false;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Where an rx response's frame lies in its page, `(offset, length)`, if
+/// its length is a frame's (NET-1) and it stays inside the page (NET-5).
+fn rx_frame(rsp: &NetifRxResponse) -> Option<(usize, usize)> {
+    let len = usize::try_from(rsp.status).ok()?;
+    let offset = usize::from(rsp.offset);
+    let sized = (usize::from(NETIF_MIN_FRAME)..=usize::from(NETIF_MAX_FRAME)).contains(&len);
+    (sized && offset + len <= hypercall_abi::PAGE_SIZE as usize).then_some((offset, len))
+}
+
 /// The first net record naming this domain as frontend.
 pub fn find_vif(me: DomId) -> Result<Option<DevbusRecord>, Errno> {
     Ok(devbus::records()?
@@ -276,26 +297,20 @@ impl NetFront {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(NetError::Ring(e)),
             };
-            let id = usize::from(rsp.id);
-            let (Some((frame, _)), Some(true)) =
-                (self.rx_bufs.get(id), self.rx_posted.get(id).copied())
-            else {
+            if !claim_rx(&mut self.rx_posted, rsp.id) {
                 // Not a buffer the backend holds: nothing to read or repost.
                 self.stats.garbage += 1;
                 continue;
-            };
-            self.rx_posted[id] = false;
+            }
             taken.push(rsp.id);
-            let len = rsp.status;
-            let offset = usize::from(rsp.offset);
-            let sized = (NETIF_MIN_FRAME as i16..=NETIF_MAX_FRAME as i16).contains(&len);
-            if sized && offset + len as usize <= 4096 {
-                let mut data = vec![0u8; len as usize];
+            let (frame, _) = &self.rx_bufs[usize::from(rsp.id)];
+            if let Some((offset, len)) = rx_frame(&rsp) {
+                let mut data = vec![0u8; len];
                 frame.read_bytes(offset, &mut data);
                 self.received.push_back(data);
                 self.stats.rx_frames += 1;
             } else {
-                if len != NETIF_RSP_ERROR {
+                if rsp.status != NETIF_RSP_ERROR {
                     self.stats.garbage += 1;
                 }
                 self.stats.rx_errors += 1;
@@ -503,3 +518,43 @@ mod smoltcp_device {
 
 #[cfg(feature = "smoltcp")]
 pub use smoltcp_device::{NetRxToken, NetTxToken};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_is_claimed_once_per_posting() {
+        let mut posted = vec![true; 4];
+        // A batch naming buffer 2 twice, an unknown id and a good one.
+        assert!(claim_rx(&mut posted, 2));
+        assert!(!claim_rx(&mut posted, 2));
+        assert!(!claim_rx(&mut posted, 4));
+        assert!(!claim_rx(&mut posted, u16::MAX));
+        assert!(claim_rx(&mut posted, 0));
+        assert_eq!(posted, [false, true, false, true]);
+    }
+
+    #[test]
+    fn rx_frames_stay_in_their_page_and_size() {
+        let rsp = |offset, status| NetifRxResponse {
+            id: 0,
+            offset,
+            flags: 0,
+            status,
+        };
+        assert_eq!(rx_frame(&rsp(0, 60)), Some((0, 60)));
+        assert_eq!(rx_frame(&rsp(4096 - 1514, 1514)), Some((2582, 1514)));
+        for (offset, status) in [
+            (0, 0),
+            (0, 13),
+            (0, 1515),
+            (0, 3000),
+            (4000, 200),
+            (0, -1),
+            (u16::MAX, 60),
+        ] {
+            assert_eq!(rx_frame(&rsp(offset, status)), None, "{offset} {status}");
+        }
+    }
+}
