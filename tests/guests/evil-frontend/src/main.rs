@@ -163,7 +163,7 @@ fn kmain(si: &'static StartInfo) {
         "net" => net::attack(me, victim, storm as u32),
         mode @ ("xsa-155" | "xsa-216") => {
             let flip = mode == "xsa-155";
-            let vifs = raw::my_records(me, DEVBUS_KIND_NET);
+            let vifs = raw::my_records(me, DEVBUS_KIND_NET, 2);
             assert!(vifs.len() >= 2, "evil-frontend: needs two vifs");
             let mut tx = raw::RawNet::connect(vifs[0].id, 0x5a);
             let mut rx = raw::RawNet::connect(vifs[1].id, 0x5a);
@@ -171,7 +171,7 @@ fn kmain(si: &'static StartInfo) {
             xsa::leak_checks_net(&mut tx, &mut rx);
             tx.close();
             rx.close();
-            let blk_rec = raw::my_records(me, DEVBUS_KIND_BLK)[0].id;
+            let blk_rec = raw::my_records(me, DEVBUS_KIND_BLK, 1)[0].id;
             let mut blk = raw::RawBlk::connect(blk_rec);
             xsa::blk(&mut blk, victim, rounds, flip);
             blk.close();

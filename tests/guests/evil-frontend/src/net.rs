@@ -61,7 +61,7 @@ fn break_ring(vif: RawNet, rx: bool, req_prod: u32, what: &str) -> RawNet {
 
 /// The attacks. `victim` is a domain to hand foreign grants to.
 pub fn attack(me: DomId, victim: DomId, storm: u32) {
-    let records = my_records(me, DEVBUS_KIND_NET);
+    let records = my_records(me, DEVBUS_KIND_NET, 2);
     assert!(records.len() >= 2, "evil-frontend: needs two vifs");
     let mut a = RawNet::connect(records[0].id, 0);
     let mut b = RawNet::connect(records[1].id, 0);

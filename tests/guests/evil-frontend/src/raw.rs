@@ -297,8 +297,9 @@ impl RawNet {
     }
 }
 
-/// The records naming this domain as frontend, of `kind`, in id order.
-pub fn my_records(me: DomId, kind: u32) -> Vec<DevbusRecord> {
+/// The records naming this domain as frontend, of `kind`, in id order,
+/// once there are at least `min` (the toolstack creates them one by one).
+pub fn my_records(me: DomId, kind: u32, min: usize) -> Vec<DevbusRecord> {
     devbus::watch().unwrap_or_else(|e| panic!("evil-frontend: VIRQ_DEVBUS: {e}"));
     let mut found = Vec::new();
     events::wait_until(|| {
@@ -307,7 +308,7 @@ pub fn my_records(me: DomId, kind: u32) -> Vec<DevbusRecord> {
             .into_iter()
             .filter(|r| r.kind == kind && r.frontend == me)
             .collect();
-        !found.is_empty()
+        found.len() >= min.max(1)
     });
     found
 }

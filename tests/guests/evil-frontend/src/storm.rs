@@ -52,8 +52,8 @@ pub fn attack(me: DomId, victim: DomId) {
         events::alloc_unbound(victim).unwrap_or_else(|e| panic!("evil-frontend: signal port: {e}"));
     assert_eq!(signal, SIGNAL_PORT, "evil-frontend: the signal port moved");
     events::set_handler(signal, on_signal);
-    let blk_rec = my_records(me, DEVBUS_KIND_BLK)[0].id;
-    let net_rec = my_records(me, DEVBUS_KIND_NET)[0].id;
+    let blk_rec = my_records(me, DEVBUS_KIND_BLK, 1)[0].id;
+    let net_rec = my_records(me, DEVBUS_KIND_NET, 1)[0].id;
     let mut blk = RawBlk::connect(blk_rec);
     let mut net = RawNet::connect(net_rec, 0);
     println!("evil-frontend: storm ready; waiting for the victim's baseline");
@@ -159,8 +159,8 @@ fn io_rounds(
 
 /// The victim.
 pub fn victim(me: DomId, attacker: DomId, rounds: u32) {
-    let disk = my_records(me, DEVBUS_KIND_BLK)[0].id;
-    let vifs = my_records(me, DEVBUS_KIND_NET);
+    let disk = my_records(me, DEVBUS_KIND_BLK, 1)[0].id;
+    let vifs = my_records(me, DEVBUS_KIND_NET, 2);
     assert!(vifs.len() >= 2, "evil-frontend: the victim needs two vifs");
     let mut disk = BlockFront::connect(disk).unwrap_or_else(|e| panic!("evil-frontend: {e}"));
     let mut a = NetFront::connect(vifs[0].id).unwrap_or_else(|e| panic!("evil-frontend: {e:?}"));
