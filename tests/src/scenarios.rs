@@ -1418,7 +1418,7 @@ pub(crate) static ALL: &[Scenario] = &[
         modules: &[
             Module {
                 image: Image::Guest("driver-domain"),
-                args: "name=driver mem=64M pin=0 -- disk=16 seed=gpt-fat blk=1:lba:28638+4096 blk=2:gpt:1 net=1:02:00:00:00:01:01 net=1:02:00:00:00:01:02 net=3:02:00:00:00:00:01 net=4:02:00:00:00:00:02",
+                args: "name=driver mem=64M pin=0 -- disk=16 seed=gpt-fat blk=1:lba:28638+4096 blk=1:lba:28638+64:ro blk=2:gpt:1 net=1:02:00:00:00:01:01 net=1:02:00:00:00:01:02 net=3:02:00:00:00:00:01 net=4:02:00:00:00:00:02",
             },
             Module {
                 image: Image::Guest("evil-frontend"),
@@ -1445,10 +1445,12 @@ pub(crate) static ALL: &[Scenario] = &[
         exit_status: POWEROFF,
         expect: &[
             Expect::Line("(d1) evil-frontend: blkback, 200 reads rewritten under the backend: "),
-            Expect::Line("; every result is exactly one version"),
+            Expect::Line("; each result exactly one version"),
             Expect::Line("(d1) evil-frontend: blkif responses: ids, operations and statuses as sent, pads zero"),
+            Expect::Line("(d1) evil-frontend: blkback, 100 requests on a read-only device flipping between READ and WRITE: "),
+            Expect::Line("; the device never changed"),
             Expect::Line("(d1) evil-frontend: netback, 200 frames rewritten under the backend: "),
-            Expect::Line("; every frame is exactly one version"),
+            Expect::Line("; each frame exactly one version"),
             Expect::Line("(d1) evil-frontend: netif responses: ids and statuses defined"),
             Expect::Line("(d1) evil-frontend: xsa-155: all checks passed"),
             Expect::Line("(d2) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
@@ -1487,7 +1489,7 @@ pub(crate) static ALL: &[Scenario] = &[
         expect: &[
             Expect::Line("(d1) evil-frontend: blkback, 24 reads checked: 24 got sector 0"),
             Expect::Line("(d1) evil-frontend: blkif responses: ids, operations and statuses as sent, pads zero"),
-            Expect::Line("(d1) evil-frontend: netback, 24 frames checked: 24 from offset 0"),
+            Expect::Line("(d1) evil-frontend: netback, 24 frames checked: 24 at offset 0"),
             Expect::Line("(d1) evil-frontend: netif responses: ids and statuses defined"),
             Expect::Line("(d1) evil-frontend: xsa-216: all checks passed"),
             Expect::Line("(hv) d1 'evil': shut down (poweroff)"),

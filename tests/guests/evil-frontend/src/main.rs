@@ -171,9 +171,15 @@ fn kmain(si: &'static StartInfo) {
             xsa::leak_checks_net(&mut tx, &mut rx);
             tx.close();
             rx.close();
-            let blk_rec = raw::my_records(me, DEVBUS_KIND_BLK, 1)[0].id;
-            let mut blk = raw::RawBlk::connect(blk_rec);
+            // A second, read-only record (xsa-155) over the same units.
+            let disks = raw::my_records(me, DEVBUS_KIND_BLK, if flip { 2 } else { 1 });
+            let mut blk = raw::RawBlk::connect(disks[0].id);
             xsa::blk(&mut blk, victim, rounds, flip);
+            if let (true, Some(ro)) = (flip, disks.get(1)) {
+                let mut ro = raw::RawBlk::connect(ro.id);
+                xsa::blk_readonly(&mut ro, &mut blk, rounds / 2);
+                ro.close();
+            }
             blk.close();
             println!("evil-frontend: {mode}: all checks passed");
         }

@@ -64,7 +64,7 @@ fn seg_word(s: BlkifSegment) -> u64 {
         | u64::from(s.pad) << 48
 }
 
-fn rw(op: u8, sector: u64, segs: &[BlkifSegment]) -> BlkifRequest {
+fn rw_req(op: u8, sector: u64, segs: &[BlkifSegment]) -> BlkifRequest {
     let mut req = BlkifRequest {
         operation: op,
         nr_segments: segs.len() as u8,
@@ -141,6 +141,7 @@ struct Outcomes {
     first: u32,
     second: u32,
     refused: u32,
+    forged: u32,
 }
 
 impl Outcomes {
@@ -180,7 +181,7 @@ pub fn blk(blk: &mut RawBlk, victim: DomId, rounds: u32, flip: bool) {
     honest(
         blk,
         &mut id,
-        rw(BLKIF_OP_WRITE, 0, &[seg(ga, 0, 7), seg(gb, 0, 7)]),
+        rw_req(BLKIF_OP_WRITE, 0, &[seg(ga, 0, 7), seg(gb, 0, 7)]),
     );
 
     // Reads: sector 0 / 8 / past the end, segment good / past the page /
@@ -197,7 +198,7 @@ pub fn blk(blk: &mut RawBlk, victim: DomId, rounds: u32, flip: bool) {
         id += 1;
         let req = BlkifRequest {
             id,
-            ..rw(BLKIF_OP_READ, 0, &[seg(good, 0, 7)])
+            ..rw_req(BLKIF_OP_READ, 0, &[seg(good, 0, 7)])
         };
         let (rsp, _) = race(blk, &req, &[(16, &sectors_v), (32, &segs_v)], flip);
         check_blk_response(&rsp, id, BLKIF_OP_READ, "racing read");
@@ -233,19 +234,23 @@ pub fn blk(blk: &mut RawBlk, victim: DomId, rounds: u32, flip: bool) {
         honest(
             blk,
             &mut id,
-            rw(BLKIF_OP_WRITE, 16, &[seg(gz, 0, 7), seg(gz, 0, 7)]),
+            rw_req(BLKIF_OP_WRITE, 16, &[seg(gz, 0, 7), seg(gz, 0, 7)]),
         );
         id += 1;
         let req = BlkifRequest {
             id,
-            ..rw(BLKIF_OP_WRITE, 16, &[seg(ga, 0, 7)])
+            ..rw_req(BLKIF_OP_WRITE, 16, &[seg(ga, 0, 7)])
         };
         let (rsp, _) = race(blk, &req, &[(16, &wsectors_v), (32, &wsegs_v)], flip);
         check_blk_response(&rsp, id, BLKIF_OP_WRITE, "racing write");
         page.write_bytes(0, &[MARK; 4096]);
         let mut back = vec![0u8; 8192];
         for (i, sector) in [16u64, 24].into_iter().enumerate() {
-            honest(blk, &mut id, rw(BLKIF_OP_READ, sector, &[seg(good, 0, 7)]));
+            honest(
+                blk,
+                &mut id,
+                rw_req(BLKIF_OP_READ, sector, &[seg(good, 0, 7)]),
+            );
             page.read_bytes(0, &mut back[i * 4096..(i + 1) * 4096]);
         }
         let (lo, hi) = back.split_at(4096);
@@ -274,7 +279,7 @@ pub fn blk(blk: &mut RawBlk, victim: DomId, rounds: u32, flip: bool) {
     // would be in the neighbour's units, which this guest cannot read; its
     // fsdemo checks them).
     println!(
-        "evil-frontend: blkback, {rounds} reads {}: {} got sector 0, {} sector 8, {} refused; {wrounds} writes: {} from page A, {} from page B, {} refused; every result is exactly one version",
+        "evil-frontend: blkback, {rounds} reads {}: {} got sector 0, {} sector 8, {} refused; {wrounds} writes: {} page A, {} page B, {} refused; each result exactly one version",
         if flip { "rewritten under the backend" } else { "checked" },
         reads.first,
         reads.second,
@@ -296,6 +301,89 @@ pub fn blk(blk: &mut RawBlk, victim: DomId, rounds: u32, flip: bool) {
     drop((page, src_a, src_b, zero));
 }
 
+/// XSA-155 on a read-only record (`ro`, a view of the same units as `rw`
+/// from unit 0): a READ whose operation word flips to WRITE under the
+/// backend. Only the check of the copy keeps a write off a read-only device
+/// (the store does not know), so a backend that checked one fetch and acted
+/// on another would change the disk. The flipped word overlaps the
+/// response's `id` (bytes 0..8 of the slot), so only the status (bytes
+/// 10..12) is read; the disk, read back through `rw`, must never change.
+pub fn blk_readonly(ro: &mut RawBlk, rw: &mut RawBlk, rounds: u32) {
+    let mut page = Frame::alloc_zeroed().unwrap_or_else(|e| panic!("evil-frontend: {e:?}"));
+    let g_ro = grant(ro.backend, &page, false);
+    let g_rw = grant(rw.backend, &page, false);
+    let mut src = Frame::alloc_zeroed().unwrap_or_else(|e| panic!("evil-frontend: {e:?}"));
+    src.write_bytes(0, &pattern(99, 4096));
+    let g_src = grant(ro.backend, &src, true);
+    let mut id = 5000u64;
+    let read_back = |rw: &mut RawBlk, page: &mut Frame, id: &mut u64| {
+        *id += 1;
+        let req = BlkifRequest {
+            id: *id,
+            ..rw_req(BLKIF_OP_READ, 0, &[seg(g_rw, 0, 7)])
+        };
+        let (rsp, _) = race(rw, &req, &[], false);
+        assert_eq!(rsp.status, BLKIF_RSP_OKAY, "evil-frontend: read back");
+        let mut data = vec![0u8; 4096];
+        page.read_bytes(0, &mut data);
+        data
+    };
+    let before = read_back(rw, &mut page, &mut id);
+    // Word 0: operation, nr_segments, indirect_op, pad0, nr_indirect_segments, pad1.
+    let read_word = u64::from(BLKIF_OP_READ) | 1 << 8;
+    let write_word = u64::from(BLKIF_OP_WRITE) | 1 << 8;
+    let mut outcomes = Outcomes::default();
+    for round in 0..rounds {
+        id += 1;
+        let mut req = rw_req(BLKIF_OP_READ, 0, &[seg(g_ro, 0, 7)]);
+        req.id = id;
+        let at = ro.ring.push(&req);
+        let prod = ro.ring.rsp_prod();
+        ro.ring.publish();
+        let _ = events::notify(ro.port);
+        let mut n = 0u64;
+        while n < MAX_FLIPS && ro.ring.rsp_prod() == prod {
+            let w = if n % 2 == 0 { write_word } else { read_word };
+            // The segment names the source page for a write, the buffer for
+            // a read: both are granted, so either version is well formed.
+            let sw = if n % 2 == 0 {
+                seg_word(seg(g_src, 0, 7))
+            } else {
+                seg_word(seg(g_ro, 0, 7))
+            };
+            ro.ring.mem.write_bytes(at, &w.to_le_bytes());
+            ro.ring.mem.write_bytes(at + 32, &sw.to_le_bytes());
+            n += 1;
+        }
+        assert!(n < MAX_FLIPS, "evil-frontend: no response while flipping");
+        let rsp = wait_response(&mut ro.ring);
+        match rsp.status {
+            BLKIF_RSP_OKAY => outcomes.first += 1,
+            BLKIF_RSP_ERROR => outcomes.refused += 1,
+            other => panic!("evil-frontend: read-only race {round}: status {other}"),
+        }
+        if round % 8 == 7 || round + 1 == rounds {
+            let now = read_back(rw, &mut page, &mut id);
+            assert!(
+                now == before,
+                "evil-frontend: a write reached the read-only device (round {round})"
+            );
+        }
+    }
+    println!(
+        "evil-frontend: blkback, {rounds} requests on a read-only device flipping between READ and WRITE: {} read, {} refused; the device never changed",
+        outcomes.first, outcomes.refused
+    );
+    assert!(
+        outcomes.first > 0 && outcomes.refused > 0,
+        "evil-frontend: the flips never changed what the backend saw ({outcomes:?})"
+    );
+    for g in [g_ro, g_rw, g_src] {
+        assert!(end_grant(g), "evil-frontend: grant {g} still in use");
+    }
+    drop((page, src));
+}
+
 /// XSA-216 on blkif beyond the race: a partial-page read touches exactly
 /// its units; failed and other operations leave the page alone; every
 /// response is fully defined.
@@ -304,12 +392,12 @@ fn leak_checks_blk(blk: &mut RawBlk, page: &mut Frame, good: u32, id: &mut u64) 
     let cases: [(&str, BlkifRequest, bool); 5] = [
         (
             "read of units 2..=4",
-            rw(BLKIF_OP_READ, 0, &[seg(good, 2, 4)]),
+            rw_req(BLKIF_OP_READ, 0, &[seg(good, 2, 4)]),
             true,
         ),
         (
             "read past the end",
-            rw(BLKIF_OP_READ, sectors, &[seg(good, 0, 7)]),
+            rw_req(BLKIF_OP_READ, sectors, &[seg(good, 0, 7)]),
             false,
         ),
         (
@@ -508,8 +596,10 @@ pub fn net(tx: &mut RawNet, rx: &mut RawNet, victim: DomId, rounds: u32, flip: b
             tx_word1(id, 2000),
             tx_word1(id, 5),
         ];
-        // First half: the size changes; second half: grant and offset.
-        let sizes_phase = round < rounds / 2 || !flip;
+        // First third: the size changes; second: grant and offset; last:
+        // the frame's source MAC in the page (forged or not).
+        let sizes_phase = round < rounds / 3 || !flip;
+        let mac_phase = flip && round >= 2 * rounds / 3;
         let req = NetifTxRequest {
             gref: g,
             offset: 0,
@@ -523,7 +613,21 @@ pub fn net(tx: &mut RawNet, rx: &mut RawNet, victim: DomId, rounds: u32, flip: b
         let before = tx.tx.rsp_prod();
         tx.tx.publish();
         let _ = events::notify(tx.port);
-        if flip {
+        if mac_phase {
+            // Only the source MAC differs between the two headers.
+            let mut forged = content[..16].to_vec();
+            forged[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x66]);
+            let mut n = 0u64;
+            while n < MAX_FLIPS && tx.tx.rsp_prod() == before {
+                page.write_bytes(0, if n % 2 == 0 { &forged } else { &content[..16] });
+                n += 1;
+            }
+            page.write_bytes(0, &content[..16]);
+            assert!(
+                n < MAX_FLIPS,
+                "evil-frontend: no tx response while flipping"
+            );
+        } else if flip {
             let (offset, versions) = if sizes_phase {
                 (8usize, &word1_v)
             } else {
@@ -542,7 +646,7 @@ pub fn net(tx: &mut RawNet, rx: &mut RawNet, victim: DomId, rounds: u32, flip: b
             );
         }
         let rsp = wait_response(&mut tx.tx);
-        let delivered = if sizes_phase {
+        let delivered = if sizes_phase || mac_phase {
             assert!(
                 rsp.id == id
                     && rsp.pad == 0
@@ -557,6 +661,9 @@ pub fn net(tx: &mut RawNet, rx: &mut RawNet, victim: DomId, rounds: u32, flip: b
                 slot[8..] == written[8..],
                 "evil-frontend: the backend wrote past its tx response in the slot"
             );
+            if mac_phase && rsp.status == NETIF_RSP_DROPPED {
+                sent.forged += 1;
+            }
             (rsp.status == NETIF_RSP_OKAY).then(|| next_frame(rx, tx.mac))
         } else {
             frame_within(rx, tx.mac, 50_000_000)
@@ -595,17 +702,18 @@ pub fn net(tx: &mut RawNet, rx: &mut RawNet, victim: DomId, rounds: u32, flip: b
         "evil-frontend: a stray frame arrived after the refused ones"
     );
     println!(
-        "evil-frontend: netback, {rounds} frames {}: {} from offset 0, {} from another offset, {} refused; {} of 60 bytes, {} of 1000; every frame is exactly one version",
+        "evil-frontend: netback, {rounds} frames {}: {} at offset 0, {} elsewhere, {} refused ({} forged MAC); {} of 60 B, {} of 1000 B; each frame exactly one version",
         if flip { "rewritten under the backend" } else { "checked" },
         sent.first,
         sent.second,
         sent.refused,
+        sent.forged,
         sizes[0],
         sizes[1]
     );
     if flip {
         assert!(
-            sent.kinds() >= 2,
+            sent.kinds() >= 2 && sent.forged > 0,
             "evil-frontend: the rewrites never changed what the backend saw ({sent:?})"
         );
     }
