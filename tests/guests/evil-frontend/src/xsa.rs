@@ -343,10 +343,14 @@ pub fn blk_readonly(ro: &mut RawBlk, rw: &mut RawBlk, rounds: u32) {
         let _ = events::notify(ro.port);
         let mut n = 0u64;
         while n < MAX_FLIPS && ro.ring.rsp_prod() == prod {
-            let w = if n % 2 == 0 { write_word } else { read_word };
+            let w = if n.is_multiple_of(2) {
+                write_word
+            } else {
+                read_word
+            };
             // The segment names the source page for a write, the buffer for
             // a read: both are granted, so either version is well formed.
-            let sw = if n % 2 == 0 {
+            let sw = if n.is_multiple_of(2) {
                 seg_word(seg(g_src, 0, 7))
             } else {
                 seg_word(seg(g_ro, 0, 7))
@@ -619,7 +623,14 @@ pub fn net(tx: &mut RawNet, rx: &mut RawNet, victim: DomId, rounds: u32, flip: b
             forged[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x66]);
             let mut n = 0u64;
             while n < MAX_FLIPS && tx.tx.rsp_prod() == before {
-                page.write_bytes(0, if n % 2 == 0 { &forged } else { &content[..16] });
+                page.write_bytes(
+                    0,
+                    if n.is_multiple_of(2) {
+                        &forged
+                    } else {
+                        &content[..16]
+                    },
+                );
                 n += 1;
             }
             page.write_bytes(0, &content[..16]);
