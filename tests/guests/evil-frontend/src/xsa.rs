@@ -275,9 +275,6 @@ pub fn blk(blk: &mut RawBlk, victim: DomId, rounds: u32, flip: bool) {
             writes.refused += 1;
         }
     }
-    // Past the end of the view: still pattern-free (a write that escaped
-    // would be in the neighbour's units, which this guest cannot read; its
-    // fsdemo checks them).
     println!(
         "evil-frontend: blkback, {rounds} reads {}: {} got sector 0, {} sector 8, {} refused; {wrounds} writes: {} page A, {} page B, {} refused; each result exactly one version",
         if flip { "rewritten under the backend" } else { "checked" },
@@ -785,9 +782,8 @@ pub fn leak_checks_net(tx: &mut RawNet, rx: &mut RawNet) {
             "evil-frontend: {what} tx: slot written past the response"
         );
     }
-    // An rx request with a non-zero pad: an error response, defined fields,
-    // the page untouched. Page 0 is re-posted malformed after the others
-    // are taken back... simpler: post an extra page.
+    // An rx request with a non-zero pad, on an extra page: an error
+    // response with defined fields, the page untouched.
     let mut extra = Frame::alloc().unwrap_or_else(|e| panic!("evil-frontend: {e:?}"));
     extra.write_bytes(0, &[MARK; 4096]);
     let ge = grant(rx.backend, &extra, false);
@@ -800,7 +796,7 @@ pub fn leak_checks_net(tx: &mut RawNet, rx: &mut RawNet) {
     rx.rx.publish();
     let _ = events::notify(rx.port);
     // The backend takes rx requests when it has a frame for this vif.
-    let mut hello = NetifTxRequest {
+    let hello = NetifTxRequest {
         gref: g,
         size: 60,
         id: 10,
@@ -830,8 +826,6 @@ pub fn leak_checks_net(tx: &mut RawNet, rx: &mut RawNet) {
         data.iter().all(|&b| b == MARK),
         "evil-frontend: a refused rx page was written"
     );
-    hello.id = 11;
-    let _ = hello;
     assert!(
         end_grant(g) && end_grant(ge),
         "evil-frontend: grants still in use"
