@@ -135,6 +135,18 @@ const FAT_DISK_DEVICES: &[&str] = &[
     "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
 ];
 
+/// The machine of the scenarios whose guests reach the outside: VT-d and a
+/// virtio-net NIC (00:05.0) on QEMU's user network, with host
+/// 127.0.0.1:`{host_port}` forwarded to the web guest's 10.0.2.15:80.
+const WEB_NIC: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-netdev",
+    "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
     Module {
@@ -1187,6 +1199,62 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) netback: record 3 of d3 closed (the frontend closed): 10 frames sent, 50 refused"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "web",
+        about: "A guest serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400 and 20 sequential connections, then /quit",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- nic=virtio-net net=1:02:00:00:00:00:01",
+            },
+            Module {
+                image: Image::Guest("web"),
+                args: "name=web mem=16M",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: WEB_NIC,
+        disks: &[],
+        timeout_secs: 180,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: VT-d"),
+            Expect::Line("(d0) dd: virtio-net: on the guests' bridge, no self-test"),
+            Expect::Line("(d0) netback: the bridge holds the NIC 52:54:00:12:34:56 as its uplink port (woken by its MSI-X event)"),
+            Expect::Line("(d0) netback: record 1 connected to d1"),
+            Expect::Line("(d1) web: listening on http://10.0.2.15:80/ (gateway 10.0.2.2)"),
+            Expect::InOrder(&[
+                "(d1) web: GET / -> 200",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /no-such-page -> 404",
+                "(d1) web: DELETE / -> 405",
+                "(d1) web: malformed request -> 400",
+                "(d1) web: GET /index.html -> 200",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /quit -> 200",
+            ]),
+            Expect::Count("(d1) web: GET /index.html -> 200", 20),
+            Expect::Line("(d1) web: served 27 requests"),
+            Expect::Line("(d1) web: vif disconnected, powering off"),
+            Expect::Line("(d0) netback: record 1 of d1 closed (the frontend closed)"),
+            // Every frame the guest sent was delivered (to the NIC), every
+            // frame for it had a posted page, and the NIC took every frame.
+            Expect::Line(" frames sent, 0 refused, "),
+            Expect::Line(" received, 0 dropped"),
+            Expect::Line("(d0) netback: uplink: "),
+            Expect::Line(" from the wire, 0 refused by the NIC, 0 from the wire dropped"),
+            Expect::Line("(hv) d1 'web': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("aborted"),
+            Expect::Absent("DMA fault"),
             Expect::Absent("crashed"),
             Expect::Absent("(hv) PANIC"),
         ],

@@ -1,8 +1,9 @@
-//! An L2 learning bridge (SPEC.md NET-4) between the vifs (and later the
-//! physical NIC): it learns which port each source MAC lives behind and
-//! forwards a unicast frame to that port only; broadcast, multicast and
-//! unknown destinations are flooded to every other port. Pure logic,
-//! host-tested; ports are numbers the caller chooses.
+//! An L2 learning bridge (SPEC.md NET-4) between the vifs and, with
+//! `nic=virtio-net`, the physical NIC ([`UPLINK_PORT`]): it learns which
+//! port each source MAC lives behind and forwards a unicast frame to that
+//! port only; broadcast, multicast and unknown destinations are flooded to
+//! every other port. Pure logic, host-tested; ports are numbers the caller
+//! chooses (netback uses a vif's devbus record id).
 //!
 //! # Invariants
 //! - The table holds at most [`MAX_ENTRIES`] addresses (the least recently
@@ -10,6 +11,10 @@
 //! - A frame is never sent back out of the port it came in on.
 
 use alloc::collections::BTreeMap;
+
+/// The bridge port of the physical NIC (devbus record ids, the vifs'
+/// ports, never reach it).
+pub const UPLINK_PORT: u32 = u32::MAX;
 
 /// Addresses the bridge remembers.
 pub const MAX_ENTRIES: usize = 256;

@@ -10,7 +10,9 @@
 //! - `blk=<frontend domid>:<view>[:ro]`, repeatable, with `<view>` one of
 //!   `whole`, `gpt:<n>` (partition `n`, from 1) or `lba:<first>+<count>`
 //!   (512-byte units);
-//! - `net=<frontend domid>:<mac>`, repeatable, `<mac>` as `02:00:00:00:00:01`.
+//! - `net=<frontend domid>:<mac>`, repeatable, `<mac>` as `02:00:00:00:00:01`;
+//! - `nic=virtio-net`: put the driver domain's own virtio-net NIC on the
+//!   vifs' bridge as its uplink port, so guests reach the outside (NET-4).
 //!
 //! Parsing is pure and host-tested; a bad token is reported, not fatal.
 
@@ -41,6 +43,13 @@ pub enum DiskDevice {
     Nvme,
 }
 
+/// A physical NIC the bridge holds as its uplink (`nic=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicDevice {
+    /// The first virtio-net device assigned to this domain.
+    VirtioNet,
+}
+
 /// One `blk=` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkConfig {
@@ -65,6 +74,8 @@ pub struct Config {
     pub seed: bool,
     pub blk: Vec<BlkConfig>,
     pub net: Vec<NetConfig>,
+    /// `Some` when the bridge holds a physical NIC (`nic=virtio-net`).
+    pub nic: Option<NicDevice>,
 }
 
 fn number(text: &str) -> Option<u64> {
@@ -156,6 +167,13 @@ pub fn parse(line: &str) -> (Config, Vec<&str>) {
             }
             "blk" => parse_blk(value).map(|b| config.blk.push(b)).is_some(),
             "net" => parse_net(value).map(|n| config.net.push(n)).is_some(),
+            "nic" => match value {
+                "virtio-net" => {
+                    config.nic = Some(NicDevice::VirtioNet);
+                    true
+                }
+                _ => false,
+            },
             // Other keys belong to other parts of the driver domain.
             _ => true,
         };
@@ -235,5 +253,16 @@ mod tests {
         // The last `disk=` wins.
         let (c, _) = parse("disk=nvme disk=8");
         assert_eq!((c.device, c.disk_mib), (None, 8));
+    }
+
+    #[test]
+    fn selects_the_uplink_nic() {
+        let (c, refused) = parse("nic=virtio-net net=1:02:00:00:00:00:01");
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(c.nic, Some(NicDevice::VirtioNet));
+        assert_eq!(parse("net=1:02:00:00:00:00:01").0.nic, None);
+        let (c, refused) = parse("nic=e1000 nic=");
+        assert_eq!(refused, ["nic=e1000", "nic="]);
+        assert_eq!(c.nic, None);
     }
 }

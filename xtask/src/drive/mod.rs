@@ -11,8 +11,7 @@
 //! - A driver's error fails the scenario and kills QEMU at once (no waiting
 //!   for the scenario's timeout).
 
-// Until the first scenario has a driver, parts of the session API are unused.
-#![allow(dead_code)]
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -24,8 +23,11 @@ pub type Driver = fn(&Session) -> std::result::Result<(), String>;
 
 /// The driver of scenario `name`, if it has one.
 pub fn driver_for(name: &str) -> Option<Driver> {
-    let _ = name;
-    None
+    match name {
+        "web" => Some(web::check),
+        "demo" => Some(web::demo),
+        _ => None,
+    }
 }
 
 /// The serial console as seen so far, shared between the run loop (writer)
