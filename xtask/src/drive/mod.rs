@@ -11,6 +11,7 @@
 //! - A driver's error fails the scenario and kills QEMU at once (no waiting
 //!   for the scenario's timeout).
 
+pub mod net_bench;
 pub mod web;
 
 use std::net::TcpListener;
@@ -26,6 +27,7 @@ pub fn driver_for(name: &str) -> Option<Driver> {
     match name {
         "web" => Some(web::check),
         "demo" => Some(web::demo),
+        "net-bench" => Some(net_bench::sink),
         _ => None,
     }
 }
@@ -79,8 +81,11 @@ impl SerialFeed {
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Absolute path of the scenario's scratch directory (disk images, sockets).
+    // For drivers of host programs (pvctl); none reads it yet.
+    #[allow(dead_code)]
     pub scratch: PathBuf,
     /// Absolute path of the workspace root (built host binaries live under it).
+    #[allow(dead_code)]
     pub root: PathBuf,
     /// The free host TCP port that `{host_port}` stood for in the QEMU arguments.
     pub host_port: u16,
