@@ -51,6 +51,8 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 pv_guest_kit::entry!(kmain);
 
 const PORT: u16 = 7;
+/// How long to wait for the vif when smoltcp wants to run again at once.
+const BUSY_WAIT_NS: u64 = 50_000;
 
 fn now() -> Instant {
     Instant::from_micros((now_ns() / 1000) as i64)
@@ -204,9 +206,12 @@ impl Net {
                     let _ = poll_until(self.port, until);
                 } else {
                     // smoltcp wants to run again at once (e.g. it has more to
-                    // send than the vif takes now): let the peer and the
-                    // driver domain run first instead of spinning.
-                    sched_yield();
+                    // send than the vif's free tx buffers take): wait for the
+                    // vif's next event (a tx completion), briefly. Spinning
+                    // on sched_yield here instead delayed the peer's and the
+                    // driver domain's wake-ups by ~12 ms each (guest->guest
+                    // 0.43 MiB/s instead of ~6.5 under TCG).
+                    let _ = poll_until(self.port, now_ns() + BUSY_WAIT_NS);
                 }
             }
         }

@@ -27,7 +27,7 @@ use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::devices::devbus;
 use pv_guest_kit::devices::netfront::{find_vif, NetFront};
 use pv_guest_kit::events;
-use pv_guest_kit::hypercall::{sched_poll_until, sched_yield};
+use pv_guest_kit::hypercall::sched_poll_until;
 use pv_guest_kit::println;
 use pv_guest_kit::time::now_ns;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -295,7 +295,11 @@ fn kmain(si: &'static StartInfo) {
             if delay.total_micros() > 0 {
                 let _ = sched_poll_until(&[vif_port], now_ns() + delay.total_micros() * 1000);
             } else {
-                sched_yield();
+                // smoltcp wants to run again at once (e.g. the vif's tx
+                // buffers are all in flight): wait briefly for the vif's
+                // next event rather than spin on sched_yield, which delays
+                // the driver domain's wake-up.
+                let _ = sched_poll_until(&[vif_port], now_ns() + 50_000);
             }
         }
     }
