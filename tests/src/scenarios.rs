@@ -1296,6 +1296,15 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line(" received, 0 dropped"),
             Expect::Line("(d0) netback: uplink: "),
             Expect::Line(" from the wire, 0 refused by the NIC, 0 from the wire dropped"),
+            // The NIC's MSI-X event woke the loop (nothing else would have
+            // for a frame from the wire).
+            Expect::Number {
+                line: "(d0) netback: uplink: ",
+                key: "interrupts ",
+                per: None,
+                min: 1.0,
+                max: 1e9,
+            },
             Expect::Line("(hv) d1 'web': shut down (poweroff)"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),

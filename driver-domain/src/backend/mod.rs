@@ -86,7 +86,7 @@ impl Uplink {
     /// on only wakes the loop (the loop looks at the queues itself).
     pub fn new(nic: Box<dyn Nic>, irq: Option<Port>) -> Uplink {
         if let Some(port) = irq {
-            events::set_handler(port, wake);
+            events::set_handler(port, uplink_interrupt);
             if let Err(e) = events::unmask(port) {
                 println!("netback: uplink: cannot unmask the NIC's port {port}: {e}");
             }
@@ -166,6 +166,14 @@ pub struct Backends {
 }
 
 fn wake(_port: Port) {}
+
+/// The NIC's interrupts taken (its event's upcalls), for the uplink's line.
+static UPLINK_INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The NIC's event handler: counts; the loop looks at the queues itself.
+fn uplink_interrupt(_port: Port) {
+    UPLINK_INTERRUPTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
 
 /// Resolves a configured view on the disk.
 fn resolve(disk: &SharedStore, view: config::View) -> Result<View, &'static str> {
@@ -633,8 +641,12 @@ impl Backends {
         if let Some(up) = &self.uplink {
             let s = up.stats;
             println!(
-                "netback: uplink: {} frames to the wire, {} from the wire, {} refused by the NIC, {} from the wire dropped",
-                s.to_wire, s.from_wire, s.tx_dropped, s.rx_dropped
+                "netback: uplink: {} frames to the wire, {} from the wire, {} refused by the NIC, {} from the wire dropped; interrupts {}",
+                s.to_wire,
+                s.from_wire,
+                s.tx_dropped,
+                s.rx_dropped,
+                UPLINK_INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
             );
         }
     }
