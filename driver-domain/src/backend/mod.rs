@@ -691,8 +691,7 @@ impl Backends {
             }
         }
         for frame in wire {
-            let src = frame.get(6..12);
-            if self.net.values().any(|c| src == Some(&c.mac[..])) {
+            if !bridge::wire_frame_allowed(&frame, self.net.values().map(|c| &c.mac)) {
                 if let Some(up) = self.uplink.as_mut() {
                     up.stats.rx_dropped += 1;
                 }
@@ -713,13 +712,9 @@ impl Backends {
     fn forward(&mut self, in_port: u32, frame: &[u8], broken: &mut Vec<u32>) -> bool {
         let targets: Vec<u32> = match self.bridge.forward(in_port, frame) {
             Forward::To(p) => alloc::vec![p],
-            Forward::Flood => self
-                .net
-                .keys()
-                .copied()
-                .chain(self.uplink.is_some().then_some(UPLINK_PORT))
-                .filter(|&p| p != in_port)
-                .collect(),
+            Forward::Flood => {
+                bridge::flood_targets(self.net.keys().copied(), self.uplink.is_some(), in_port)
+            }
             Forward::Drop => Vec::new(),
         };
         let mut delivered = false;
