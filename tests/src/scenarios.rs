@@ -1251,7 +1251,7 @@ pub(crate) static ALL: &[Scenario] = &[
     },
     Scenario {
         name: "web",
-        about: "A guest serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400 and 20 sequential connections, then /quit",
+        about: "A guest serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400, 20 sequential connections while another client stalls mid-request, then /quit",
         kind: Kind::Test,
         hv_cmdline: HV_CMDLINE_DD,
         modules: &[
@@ -1283,11 +1283,14 @@ pub(crate) static ALL: &[Scenario] = &[
                 "(d1) web: DELETE / -> 405",
                 "(d1) web: malformed request -> 400",
                 "(d1) web: GET /index.html -> 200",
+                "(d1) web: malformed request -> 400",
                 "(d1) web: GET /stats -> 200",
                 "(d1) web: GET /quit -> 200",
             ]),
             Expect::Count("(d1) web: GET /index.html -> 200", 20),
-            Expect::Line("(d1) web: served 27 requests"),
+            // The bad one and the stalled client's half request.
+            Expect::Count("(d1) web: malformed request -> 400", 2),
+            Expect::Line("(d1) web: served 28 requests"),
             Expect::Line("(d1) web: vif disconnected, powering off"),
             Expect::Line("(d0) netback: record 1 of d1 closed (the frontend closed)"),
             // Every frame the guest sent was delivered (to the NIC), every

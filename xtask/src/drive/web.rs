@@ -150,9 +150,42 @@ fn raw_request(port: u16, raw: &[u8]) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
+/// Opens a connection and sends half a request head, leaving it waiting.
+fn open_partial(port: u16) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: paravane")
+        .map_err(|e| format!("sending half a request: {e}"))?;
+    Ok(stream)
+}
+
+/// Half-closes a connection left by [`open_partial`] and returns the
+/// status line the server answers the incomplete head with.
+fn finish_partial(mut stream: TcpStream) -> Result<String, String> {
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("half-closing: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("reading the answer to half a request: {e}"))?;
+    Ok(String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned())
+}
+
 /// The `web` scenario.
 pub fn check(session: &Session) -> Result<(), String> {
     let base = first_round(session)?;
+    // A client that stalls mid-request holds one connection; the others
+    // must be served meanwhile.
+    let stalled = open_partial(session.host_port)?;
     expect_status(session, &[], &format!("{base}/no-such-page"), 404)?;
     expect_status(session, &["-X", "DELETE"], &format!("{base}/"), 405)?;
     let status = raw_request(session.host_port, b"HELLO THERE\r\n\r\n")?;
@@ -184,9 +217,17 @@ pub fn check(session: &Session) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    session.note(format!("{SEQUENTIAL} sequential connections: all 200"));
-    // `/`, `/stats`, 404, 405, 400, the sequential ones, and this one.
-    expect_requests(session, &base, 5 + SEQUENTIAL + 1)?;
+    session.note(format!(
+        "{SEQUENTIAL} sequential connections: all 200, while another client stalled mid-request"
+    ));
+    let status = finish_partial(stalled)?;
+    if status != "HTTP/1.1 400 Bad Request" {
+        return Err(format!("a request cut short got `{status}`, not 400"));
+    }
+    session.note(format!("the stalled client gave up half-way: {status}"));
+    // `/`, `/stats`, 404, 405, 400, the sequential ones, the stalled
+    // one, and this one.
+    expect_requests(session, &base, 5 + SEQUENTIAL + 2)?;
     expect_status(session, &[], &format!("{base}/quit"), 200)?;
     Ok(())
 }

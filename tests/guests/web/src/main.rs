@@ -41,7 +41,7 @@ pv_guest_kit::entry!(kmain);
 /// Connections served at once (listening sockets on the port).
 const SLOTS: usize = 4;
 /// A connection not finished after this long is aborted.
-const CONNECTION_LIMIT_NS: u64 = 10_000_000_000;
+const CONNECTION_LIMIT_NS: u64 = 30_000_000_000;
 
 fn now() -> Instant {
     Instant::from_micros((now_ns() / 1000) as i64)
@@ -212,7 +212,7 @@ impl Server {
         let now = now_ns();
         if now.saturating_sub(slot.since_ns) > CONNECTION_LIMIT_NS {
             println!(
-                "web: a connection took longer than 10 s ({} -> {now} ns): aborted",
+                "web: a connection took longer than 30 s ({} -> {now} ns): aborted",
                 slot.since_ns
             );
             sock.abort();
