@@ -1251,7 +1251,7 @@ pub(crate) static ALL: &[Scenario] = &[
     },
     Scenario {
         name: "web",
-        about: "A guest serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400, 20 sequential connections while another client stalls mid-request, then /quit",
+        about: "A guest takes a DHCP lease from QEMU's user network and serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400, 20 sequential connections while another client stalls mid-request, then /quit",
         kind: Kind::Test,
         hv_cmdline: HV_CMDLINE_DD,
         modules: &[
@@ -1261,7 +1261,7 @@ pub(crate) static ALL: &[Scenario] = &[
             },
             Module {
                 image: Image::Guest("web"),
-                args: "name=web mem=16M",
+                args: "name=web mem=16M -- ip=dhcp",
             },
         ],
         smp: 1,
@@ -1275,6 +1275,8 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) dd: virtio-net: on the guests' bridge, no self-test"),
             Expect::Line("(d0) netback: the bridge holds the NIC 52:54:00:12:34:56 as its uplink port (woken by its MSI-X event)"),
             Expect::Line("(d0) netback: record 1 connected to d1"),
+            // QEMU's DHCP server, reached through the bridge and the NIC.
+            Expect::Line("(d1) web: DHCP lease 10.0.2.15/24, gateway 10.0.2.2"),
             Expect::Line("(d1) web: listening on http://10.0.2.15:80/ (gateway 10.0.2.2)"),
             Expect::InOrder(&[
                 "(d1) web: GET / -> 200",
@@ -1312,6 +1314,7 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Line("audit: ok"),
             Expect::Absent("aborted"),
+            Expect::Absent("DHCP lease lost"),
             Expect::Absent("DMA fault"),
             Expect::Absent("crashed"),
             Expect::Absent("(hv) PANIC"),

@@ -3,8 +3,11 @@
 //! physical NIC, so the host reaches it through QEMU's user network
 //! (`hostfwd=tcp:127.0.0.1:PORT-10.0.2.15:80`).
 //!
-//! Command line: `ip=<a.b.c.d>` (default 10.0.2.15, a /24), `gw=<a.b.c.d>`
-//! (default 10.0.2.2, QEMU's user-network gateway), `port=<n>` (default 80).
+//! Command line: `ip=<a.b.c.d>` (default 10.0.2.15, a /24) or `ip=dhcp`
+//! (a lease from the network's DHCP server, QEMU's user network for one,
+//! renewed as smoltcp's DHCP socket sees fit), `gw=<a.b.c.d>` (default
+//! 10.0.2.2, QEMU's user-network gateway; with DHCP the lease's router),
+//! `port=<n>` (default 80).
 //!
 //! It serves `/` (an HTML page), `/stats` (JSON: uptime, requests,
 //! bytes, netfront counters) and `/quit` (answers, then the guest
@@ -31,9 +34,9 @@ use pv_guest_kit::hypercall::sched_poll_until;
 use pv_guest_kit::println;
 use pv_guest_kit::time::now_ns;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use web::http::{self, Parsed, Response, Routed, Stats, MAX_HEAD};
 
 pv_guest_kit::entry!(kmain);
@@ -220,10 +223,51 @@ impl Server {
     }
 }
 
+/// Applies a DHCP event to the interface; returns the address and router it
+/// now has.
+fn apply_dhcp(
+    iface: &mut Interface,
+    event: dhcpv4::Event<'_>,
+) -> Option<(Ipv4Cidr, Option<Ipv4Address>)> {
+    match event {
+        dhcpv4::Event::Configured(config) => {
+            iface.update_ip_addrs(|addrs| {
+                addrs.clear();
+                let _ = addrs.push(IpCidr::Ipv4(config.address));
+            });
+            match config.router {
+                Some(router) => {
+                    let _ = iface.routes_mut().add_default_ipv4_route(router);
+                }
+                None => {
+                    iface.routes_mut().remove_default_ipv4_route();
+                }
+            }
+            match config.router {
+                Some(router) => println!("web: DHCP lease {}, gateway {router}", config.address),
+                None => println!("web: DHCP lease {}, no gateway", config.address),
+            }
+            Some((config.address, config.router))
+        }
+        // smoltcp also says so when it starts, before any lease.
+        dhcpv4::Event::Deconfigured if iface.ip_addrs().is_empty() => None,
+        dhcpv4::Event::Deconfigured => {
+            iface.update_ip_addrs(|addrs| addrs.clear());
+            iface.routes_mut().remove_default_ipv4_route();
+            println!("web: DHCP lease lost");
+            None
+        }
+    }
+}
+
 fn kmain(si: &'static StartInfo) {
     let args = Args::new(si.cmdline_str());
-    let ip = parse_ip(args.get("ip").unwrap_or("10.0.2.15"));
-    let gw = parse_ip(args.get("gw").unwrap_or("10.0.2.2"));
+    let use_dhcp = args.get("ip") == Some("dhcp");
+    let mut ip = parse_ip(match args.get("ip") {
+        Some("dhcp") | None => "10.0.2.15",
+        Some(text) => text,
+    });
+    let mut gw = parse_ip(args.get("gw").unwrap_or("10.0.2.2"));
     let port = u16::try_from(args.get_u64("port").unwrap_or(80))
         .unwrap_or_else(|_| panic!("web: bad port"));
     if let Err(e) = devbus::watch() {
@@ -243,14 +287,37 @@ fn kmain(si: &'static StartInfo) {
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = u64::from(si.domid) * 0x9e37_79b9 + now_ns();
     let mut iface = Interface::new(config, &mut vif, now());
-    iface.update_ip_addrs(|addrs| {
-        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 24));
-    });
-    iface
-        .routes_mut()
-        .add_default_ipv4_route(gw)
-        .unwrap_or_else(|e| panic!("web: default route: {e:?}"));
     let mut sockets = SocketSet::new(vec![]);
+    let dhcp = use_dhcp.then(|| sockets.add(dhcpv4::Socket::new()));
+    if let Some(handle) = dhcp {
+        println!("web: asking for a DHCP lease");
+        let deadline = now_ns() + 30_000_000_000;
+        loop {
+            events::clear_pending(vif_port);
+            iface.poll(now(), &mut vif, &mut sockets);
+            if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
+                if let Some((cidr, router)) = apply_dhcp(&mut iface, event) {
+                    ip = cidr.address();
+                    gw = router.unwrap_or(gw);
+                    break;
+                }
+            }
+            assert!(now_ns() < deadline, "web: no DHCP lease within 30 s");
+            let delay = iface
+                .poll_delay(now(), &sockets)
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            let _ = sched_poll_until(&[vif_port], now_ns() + delay.total_micros() * 1000 + 1000);
+        }
+    } else {
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 24));
+        });
+        iface
+            .routes_mut()
+            .add_default_ipv4_route(gw)
+            .unwrap_or_else(|e| panic!("web: default route: {e:?}"));
+    }
     let mut slots: Vec<Slot> = (0..SLOTS)
         .map(|_| {
             let socket = tcp::Socket::new(
@@ -274,6 +341,12 @@ fn kmain(si: &'static StartInfo) {
     loop {
         events::clear_pending(vif_port);
         iface.poll(now(), &mut vif, &mut sockets);
+        if let Some(handle) = dhcp {
+            if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
+                // A renewal keeps the address; a new one is printed.
+                let _ = apply_dhcp(&mut iface, event);
+            }
+        }
         for slot in &mut slots {
             let sock = sockets.get_mut::<tcp::Socket>(slot.handle);
             server.serve(slot, sock, port, &vif);
