@@ -31,6 +31,7 @@ extern crate alloc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use hypercall_abi::devbus::{DEVBUS_KIND_NET, DEVBUS_STATE_INITIALISING};
 use hypercall_abi::evtchn::Port;
 use hypercall_abi::sched::{SchedPoll, SCHEDOP_POLL};
 use hypercall_abi::start_info::StartInfo;
@@ -424,6 +425,27 @@ fn bench_path(
     median
 }
 
+/// Waits (up to 10 s, looking every 10 ms: other domains' records raise no
+/// event here) until no other vif of `backend` is still initialising, so
+/// the first frames (ARP) find the peer on the bridge instead of being
+/// flooded to nobody and dropped.
+fn wait_for_peers(me: u32, backend: hypercall_abi::DomId, port: Port) {
+    let deadline = now_ns() + 10_000_000_000;
+    loop {
+        let records = devbus::records().unwrap_or_else(|e| panic!("nettest: devbus: {e}"));
+        let waiting = records.iter().any(|r| {
+            r.kind == DEVBUS_KIND_NET
+                && r.backend == backend
+                && r.id != me
+                && r.state == DEVBUS_STATE_INITIALISING
+        });
+        if !waiting || now_ns() >= deadline {
+            return;
+        }
+        let _ = poll_until(port, now_ns() + 10_000_000);
+    }
+}
+
 fn parse_endpoint(text: &str) -> (IpAddress, u16) {
     let (ip, port) = text
         .split_once(':')
@@ -479,6 +501,9 @@ fn kmain(si: &'static StartInfo) {
         port,
     };
     let total: u64 = args.get_u64("bytes").unwrap_or(262_144);
+    if role != Some("server") {
+        wait_for_peers(record.id, record.backend, port);
+    }
     match role {
         Some("server") => serve(&mut net, ip, args.get_u64("conns").unwrap_or(1).max(1)),
         Some("client") => {
