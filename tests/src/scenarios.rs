@@ -135,6 +135,45 @@ const FAT_DISK_DEVICES: &[&str] = &[
     "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
 ];
 
+/// The machine of the scenarios whose guests reach the outside: VT-d and a
+/// virtio-net NIC (00:05.0) on QEMU's user network, with host
+/// 127.0.0.1:`{host_port}` forwarded to the web guest's 10.0.2.15:80.
+const WEB_NIC: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-netdev",
+    "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
+/// The demo's machine: [`FAT_DISK_DEVICES`] (VT-d, virtio-blk on
+/// `{scratch}/fat.img`) plus [`WEB_NIC`]'s NIC with the forward to the web
+/// guest.
+const DEMO_DEVICES: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-drive",
+    "file={scratch}/fat.img,if=none,id=vblk,format=raw",
+    "-device",
+    "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
+    "-netdev",
+    "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
+/// `net-bench`'s machine: [`WEB_NIC`] without the forward (the guest
+/// connects out to the host's sink).
+const NET_BENCH_NIC: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-netdev",
+    "user,id=net0",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
     Module {
@@ -214,27 +253,46 @@ const fn xsa_partner(args: &'static str) -> Module {
 pub(crate) static ALL: &[Scenario] = &[
     Scenario {
         name: "demo",
-        about: "Two hello guests print a greeting beside the driver domain, then all power off",
+        about: "A guest serves HTTP that the host reaches (curl through hostfwd, the driver domain's virtio-net NIC and bridge) while another mounts the host-made FAT volume on its disk (virtio-blk behind VT-d) and writes a file, then all power off",
         kind: Kind::Demo,
-        hv_cmdline: HV_CMDLINE,
+        hv_cmdline: HV_CMDLINE_DD,
         modules: &[
-            DRIVER,
-            hello("name=hello-1 mem=8M -- greeting=hello-1"),
-            hello("name=hello-2 mem=8M -- greeting=hello-2"),
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- nic=virtio-net net=1:02:00:00:00:00:01 disk=virtio-blk blk=2:whole",
+            },
+            Module {
+                image: Image::Guest("web"),
+                args: "name=web mem=16M",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
         ],
         smp: 1,
         mem_mib: 256,
-        qemu_args: &[],
-        disks: &[],
-        timeout_secs: 60,
+        qemu_args: DEMO_DEVICES,
+        disks: &[FSDEMO_DISK],
+        timeout_secs: 180,
         exit_status: POWEROFF,
         expect: &[
-            Expect::Line("(d1) Hello from hello-1"),
-            Expect::Line("(d2) Hello from hello-2"),
-            Expect::Line("(hv) d1 'hello-1': shut down (poweroff)"),
-            Expect::Line("(hv) d2 'hello-2': shut down (poweroff)"),
+            Expect::Line("(d0) netback: the bridge holds the NIC 52:54:00:12:34:56 as its uplink port"),
+            Expect::Line("(d1) web: listening on http://10.0.2.15:80/"),
+            Expect::InOrder(&[
+                "(d1) web: GET / -> 200",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /quit -> 200",
+            ]),
+            Expect::Line("(d1) web: served 3 requests"),
+            Expect::Line("(d2) fsdemo: HELLO.TXT says: Hello from the host, put here by mcopy."),
+            Expect::Line("(d2) fsdemo: wrote NOTES.TXT (12288 bytes) and flushed the disk"),
+            Expect::Line("(d2) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            Expect::Line("(hv) d1 'web': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'fsdemo': shut down (poweroff)"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
         ],
     },
     Scenario {
@@ -1191,6 +1249,77 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("(hv) PANIC"),
         ],
     },
+    Scenario {
+        name: "web",
+        about: "A guest takes a DHCP lease from QEMU's user network and serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400, 20 sequential connections while another client stalls mid-request, then /quit",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- nic=virtio-net net=1:02:00:00:00:00:01",
+            },
+            Module {
+                image: Image::Guest("web"),
+                args: "name=web mem=16M -- ip=dhcp",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: WEB_NIC,
+        disks: &[],
+        timeout_secs: 180,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: VT-d"),
+            Expect::Line("(d0) dd: virtio-net: on the guests' bridge, no self-test"),
+            Expect::Line("(d0) netback: the bridge holds the NIC 52:54:00:12:34:56 as its uplink port (woken by its MSI-X event)"),
+            Expect::Line("(d0) netback: record 1 connected to d1"),
+            // QEMU's DHCP server, reached through the bridge and the NIC.
+            Expect::Line("(d1) web: DHCP lease 10.0.2.15/24, gateway 10.0.2.2"),
+            Expect::Line("(d1) web: listening on http://10.0.2.15:80/ (gateway 10.0.2.2)"),
+            Expect::InOrder(&[
+                "(d1) web: GET / -> 200",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /no-such-page -> 404",
+                "(d1) web: DELETE / -> 405",
+                "(d1) web: malformed request -> 400",
+                "(d1) web: GET /index.html -> 200",
+                "(d1) web: malformed request -> 400",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /quit -> 200",
+            ]),
+            Expect::Count("(d1) web: GET /index.html -> 200", 20),
+            // The bad one and the stalled client's half request.
+            Expect::Count("(d1) web: malformed request -> 400", 2),
+            Expect::Line("(d1) web: served 28 requests"),
+            Expect::Line("(d1) web: vif disconnected, powering off"),
+            Expect::Line("(d0) netback: record 1 of d1 closed (the frontend closed)"),
+            // Every frame the guest sent was delivered (to the NIC), every
+            // frame for it had a posted page, and the NIC took every frame.
+            Expect::Line(" frames sent, 0 refused, "),
+            Expect::Line(" received, 0 dropped"),
+            Expect::Line("(d0) netback: uplink: "),
+            Expect::Line(" from the wire, 0 refused by the NIC, 0 from the wire dropped"),
+            // The NIC's MSI-X event woke the loop (nothing else would have
+            // for a frame from the wire).
+            Expect::Number {
+                line: "(d0) netback: uplink: ",
+                key: "interrupts ",
+                per: None,
+                min: 1.0,
+                max: 1e9,
+            },
+            Expect::Line("(hv) d1 'web': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("aborted"),
+            Expect::Absent("DHCP lease lost"),
+            Expect::Absent("DMA fault"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
     xsa!(
         "xsa-7",
         "A syscall whose return address is 2^47 and non-canonical handler, callback and iret targets: the guest gets a fault at a canonical rip",
@@ -1794,6 +1923,43 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("BENCH name=dd_nvme_blk_seq_write_mibs"),
             Expect::Line("BENCH name=dd_nvme_blk_rand4k_qd1_iops"),
             Expect::Line("BENCH name=dd_net_pps"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "net-bench",
+        about: "TCP throughput timed in the sending guest (smoltcp over netfront): guest->guest through the bridge and guest->host through the bridge, domain 0's virtio-net NIC and QEMU's user network to a host sink, with domain 0's raw NIC transmit rate measured first in the same boot",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- bench=1 nic=virtio-net net=1:02:00:00:00:00:01 net=2:02:00:00:00:00:02",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=server mem=16M -- role=server ip=10.0.2.16 conns=5",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=client mem=16M -- role=bench ip=10.0.2.15 server=10.0.2.16 host=10.0.2.2:{host_port} bytes=262144 runs=5",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: NET_BENCH_NIC,
+        disks: &[],
+        timeout_secs: 600,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("BENCH name=dd_net_tx_mibs"),
+            Expect::Line("(d0) netback: the bridge holds the NIC"),
+            Expect::Count("(d1) nettest: server received 262144 bytes intact", 5),
+            Expect::Line("BENCH name=guest_net_tcp_guest_to_guest_mibs"),
+            Expect::Line("BENCH name=guest_net_tcp_guest_to_host_mibs"),
+            Expect::Line("(d2) nettest: bench: guest->host / guest->guest = "),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("crashed"),
             Expect::Absent("(hv) PANIC"),
         ],
     },

@@ -62,12 +62,17 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         )
         .into());
     }
+    let host_port = host_port_for(scenario)?;
     let mut modules = Vec::with_capacity(scenario.modules.len());
     for module in scenario.modules {
         let path = module_image(ws, scenario, &module.image)?;
-        modules.push((path, module.args));
+        modules.push((path, expand_host_port(module.args, host_port)));
     }
-    let (extra_args, host_port) = scenario_devices(ws, scenario)?;
+    let modules: Vec<(PathBuf, &str)> = modules
+        .iter()
+        .map(|(path, args)| (path.clone(), args.as_str()))
+        .collect();
+    let extra_args = scenario_devices(ws, scenario, host_port)?;
     Ok(Machine {
         accel: options.accel,
         icount: options.icount,
@@ -81,10 +86,40 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
     })
 }
 
+/// A free host TCP port if [`HOST_PORT`] appears in the scenario's QEMU
+/// arguments (a `hostfwd`) or module arguments (a guest told where the
+/// host listens), else `None`.
+fn host_port_for(scenario: &Scenario) -> Result<Option<u16>> {
+    let wanted = scenario
+        .qemu_args
+        .iter()
+        .copied()
+        .chain(scenario.modules.iter().map(|m| m.args))
+        .any(|a| a.contains(HOST_PORT));
+    if !wanted {
+        return Ok(None);
+    }
+    drive::free_host_port()
+        .map(Some)
+        .map_err(|e| format!("cannot find a free host TCP port: {e}").into())
+}
+
+/// `text` with every [`HOST_PORT`] replaced by `port` (unchanged without one).
+fn expand_host_port(text: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) => text.replace(HOST_PORT, &port.to_string()),
+        None => text.to_owned(),
+    }
+}
+
 /// Creates the scenario's disk images (fresh, zero-filled) and returns its
 /// extra QEMU arguments with [`SCRATCH`] replaced by its scratch directory and
-/// [`HOST_PORT`] by a free host TCP port (returned too).
-fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<(Vec<String>, Option<u16>)> {
+/// [`HOST_PORT`] by `host_port`.
+fn scenario_devices(
+    ws: &Workspace,
+    scenario: &Scenario,
+    host_port: Option<u16>,
+) -> Result<Vec<String>> {
     let dir = ws.scratch_dir(scenario.name);
     if !scenario.disks.is_empty() || drive::driver_for(scenario.name).is_some() {
         std::fs::create_dir_all(ws.abs(&dir))
@@ -111,17 +146,11 @@ fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<(Vec<String>,
             }
         }
     }
-    let mut args = expand_scratch(scenario.qemu_args, &dir)?;
-    let mut host_port = None;
-    if args.iter().any(|a| a.contains(HOST_PORT)) {
-        let port = drive::free_host_port()
-            .map_err(|e| format!("cannot find a free host TCP port: {e}"))?;
-        for arg in &mut args {
-            *arg = arg.replace(HOST_PORT, &port.to_string());
-        }
-        host_port = Some(port);
-    }
-    Ok((args, host_port))
+    let args = expand_scratch(scenario.qemu_args, &dir)?;
+    Ok(args
+        .iter()
+        .map(|a| expand_host_port(a, host_port))
+        .collect())
 }
 
 /// `args` with every [`SCRATCH`] replaced by `dir` (root-relative, which must
@@ -330,6 +359,26 @@ mod tests {
             ]
         );
         assert!(expand_scratch(&["x"], Path::new("a,b")).is_err());
+    }
+
+    #[test]
+    fn host_port_is_expanded_in_qemu_and_module_arguments() {
+        assert_eq!(
+            expand_host_port(
+                "user,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+                Some(8080)
+            ),
+            "user,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80"
+        );
+        assert_eq!(
+            expand_host_port("name=c -- host=10.0.2.2:{host_port}", Some(9)),
+            "name=c -- host=10.0.2.2:9"
+        );
+        assert_eq!(expand_host_port("a {host_port}", None), "a {host_port}");
+        let web = paravane_tests::find("web").expect("web");
+        assert!(host_port_for(web).expect("port").is_some_and(|p| p != 0));
+        let demo_free = paravane_tests::find("pingpong").expect("pingpong");
+        assert_eq!(host_port_for(demo_free).expect("none"), None);
     }
 
     #[test]

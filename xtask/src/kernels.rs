@@ -219,6 +219,6 @@ mod tests {
             assert!(all.iter().any(|g| g == bin), "{bin} missing from {all:?}");
         }
         let demo = paravane_tests::find("demo").expect("demo");
-        assert_eq!(guests_for([demo]), ["driver-domain", "hello"]);
+        assert_eq!(guests_for([demo]), ["driver-domain", "web", "fsdemo"]);
     }
 }

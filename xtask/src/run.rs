@@ -101,6 +101,11 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         scenario.modules.len(),
         machine.label()
     );
+    if let Some(port) = machine.host_port {
+        println!(
+            "host port {port} reaches the guests (QEMU hostfwd); while it runs: curl http://127.0.0.1:{port}/"
+        );
+    }
     let booted = boot::boot(&ws, &qemu_bin, scenario, &machine, &options)?;
     let seconds = booted.finished.elapsed.as_secs_f64();
     if booted.verdict.passed {

@@ -15,6 +15,8 @@
 //!   `foreign-net=<backend domid>:<frontend domid>:<mac>`, repeatable: records
 //!   this domain creates for another backend domain and does not serve (a
 //!   test guest acting as a backend, SPEC DEV-6).
+//! - `nic=virtio-net`: put the driver domain's own virtio-net NIC on the
+//!   vifs' bridge as its uplink port, so guests reach the outside (NET-4).
 //!
 //! Parsing is pure and host-tested; a bad token is reported, not fatal.
 
@@ -43,6 +45,13 @@ pub enum DiskDevice {
     VirtioBlk,
     /// The first NVMe controller's namespace 1.
     Nvme,
+}
+
+/// A physical NIC the bridge holds as its uplink (`nic=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicDevice {
+    /// The first virtio-net device assigned to this domain.
+    VirtioNet,
 }
 
 /// One `blk=` entry.
@@ -87,6 +96,8 @@ pub struct Config {
     pub blk: Vec<BlkConfig>,
     pub net: Vec<NetConfig>,
     pub foreign: Vec<ForeignConfig>,
+    /// `Some` when the bridge holds a physical NIC (`nic=virtio-net`).
+    pub nic: Option<NicDevice>,
 }
 
 fn number(text: &str) -> Option<u64> {
@@ -208,6 +219,13 @@ pub fn parse(line: &str) -> (Config, Vec<&str>) {
             "foreign-net" => parse_foreign(value, true)
                 .map(|f| config.foreign.push(f))
                 .is_some(),
+            "nic" => match value {
+                "virtio-net" => {
+                    config.nic = Some(NicDevice::VirtioNet);
+                    true
+                }
+                _ => false,
+            },
             // Other keys belong to other parts of the driver domain.
             _ => true,
         };
@@ -314,5 +332,16 @@ mod tests {
         // The last `disk=` wins.
         let (c, _) = parse("disk=nvme disk=8");
         assert_eq!((c.device, c.disk_mib), (None, 8));
+    }
+
+    #[test]
+    fn selects_the_uplink_nic() {
+        let (c, refused) = parse("nic=virtio-net net=1:02:00:00:00:00:01");
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(c.nic, Some(NicDevice::VirtioNet));
+        assert_eq!(parse("net=1:02:00:00:00:00:01").0.nic, None);
+        let (c, refused) = parse("nic=e1000 nic=");
+        assert_eq!(refused, ["nic=e1000", "nic="]);
+        assert_eq!(c.nic, None);
     }
 }

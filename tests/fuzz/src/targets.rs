@@ -98,6 +98,12 @@ pub const ALL: &[Target] = &[
         run: crate::device_targets::netif,
     },
     Target {
+        name: "http",
+        seeds: crate::http_target::seeds,
+        dictionary: crate::http_target::DICTIONARY,
+        run: crate::http_target::run,
+    },
+    Target {
         name: "devbus",
         seeds: crate::device_targets::devbus_seeds,
         dictionary: crate::device_targets::DEVBUS_DICTIONARY,
