@@ -31,10 +31,12 @@ pub const MAX_PAYLOAD: usize = 8192;
 pub const MAX_FRAME: usize = HEADER_LEN + MAX_PAYLOAD;
 /// Size of [`FrameHeader`].
 pub const HEADER_LEN: usize = 24;
-/// Image bytes per `IMAGE_PUT` frame that `pvctl` sends.
-pub const IMAGE_CHUNK: usize = 4096;
-/// Largest image the toolstack accepts.
-pub const MAX_IMAGE: u64 = 16 << 20;
+/// Image bytes per `IMAGE_PUT` frame that `pvctl` sends (a frame stays
+/// below the hypervisor's 4 KiB management receive buffer, TS-13).
+pub const IMAGE_CHUNK: usize = 2048;
+/// Largest image (the hypervisor's `BUILD_IMAGE_MAX`); a driver domain may
+/// hold less.
+pub const MAX_IMAGE: u64 = 4 << 20;
 /// Most disks / NICs of one domain.
 pub const MAX_DISKS: usize = 4;
 /// Most NICs of one domain.

@@ -63,6 +63,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for(benches.iter().copied()))?;
+        kernels::build_host_tools(&ws)?;
     }
 
     let options = BootOptions {

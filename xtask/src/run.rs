@@ -85,6 +85,7 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for([scenario]))?;
+        kernels::build_host_tools(&ws)?;
     }
     let options = BootOptions {
         accel: qemu::resolve_accel(args.accel)?,

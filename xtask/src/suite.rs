@@ -71,6 +71,7 @@ fn steps(tally: &mut Tally) -> Result<()> {
         .collect();
     kernels::build_hypervisor(&ws)?;
     kernels::build_guests(&ws, &kernels::guests_for(suite.iter().copied()))?;
+    kernels::build_host_tools(&ws)?;
 
     println!("running {} scenarios under TCG", suite.len());
     let options = BootOptions {
