@@ -135,6 +135,34 @@ const FAT_DISK_DEVICES: &[&str] = &[
     "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
 ];
 
+/// The toolstack scenarios' modules: the driver domain running its toolstack
+/// (it stays up until `pvctl poweroff`) with a 4 MiB RAM disk to cut guest
+/// disks from, and the images the host driver creates guests from, held by
+/// hv-core rather than started (`hold`, TS-14) — listed so xtask builds them.
+const TOOLSTACK_MODULES: &[Module] = &[
+    Module {
+        image: Image::Guest("driver-domain"),
+        args: "name=driver mem=32M -- toolstack=1 disk=4",
+    },
+    Module {
+        image: Image::Guest("ticker"),
+        args: "name=ticker-image hold",
+    },
+    Module {
+        image: Image::Guest("abi-mismatch"),
+        args: "name=abi-image hold",
+    },
+];
+
+/// The management UART (COM2) as a unix socket in the scratch directory,
+/// which `pvctl --socket` reaches; COM1 stays on stdio.
+const TOOLSTACK_QEMU: &[&str] = &[
+    "-chardev",
+    "socket,id=mgmt,path={scratch}/mgmt.sock,server=on,wait=off",
+    "-serial",
+    "chardev:mgmt",
+];
+
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
     Module {
@@ -1597,6 +1625,49 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) dd: dma-attack: all checks passed"),
             Expect::Absent("(hv) PANIC"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "toolstack",
+        about: "pvctl on the host drives the driver domain's toolstack over the management socket: 50 guests created from a config, listed, watched and destroyed with free memory back to the frame; a guest destroyed mid disk and net I/O; bad input refused with one line each; poweroff",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: TOOLSTACK_MODULES,
+        smp: 1,
+        mem_mib: 512,
+        qemu_args: TOOLSTACK_QEMU,
+        disks: &[],
+        timeout_secs: 900,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("toolstack: serving management protocol 1"),
+            Expect::Line("(d0) toolstack: created d"),
+            Expect::Line("ticker: io running"),
+            Expect::Line("ticker: io ok after 20 rounds"),
+            Expect::Line("toolstack: pvctl asked to power the machine off"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("audit: FAILED"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "toolstack-bench",
+        about: "pvctl creates a minimal guest 10 times; the driver domain times create to first console line, split into toolstack and hypervisor time, and prints BENCH lines",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE,
+        modules: TOOLSTACK_MODULES,
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: TOOLSTACK_QEMU,
+        disks: &[],
+        timeout_secs: 600,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("BENCH name=create_to_first_output_us"),
+            Expect::Line("BENCH name=create_toolstack_us"),
+            Expect::Line("BENCH name=create_hypervisor_us"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("(hv) PANIC"),
         ],
     },
 ];

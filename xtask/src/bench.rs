@@ -73,6 +73,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         mem_mib: None,
         timeout_secs: args.timeout,
         echo: false,
+        serve_pvctl: false,
     };
     let mut rows = Vec::new();
     let mut all_passed = true;

@@ -39,6 +39,34 @@ pub struct BootOptions {
     pub timeout_secs: Option<u64>,
     /// Serial on the terminal as it arrives.
     pub echo: bool,
+    /// Interactive `cargo xtask run`: the driver domain runs its toolstack
+    /// (`toolstack=1`: it stays up until `pvctl poweroff`) and the management
+    /// UART is a unix socket in the scratch directory ([`mgmt_socket`]).
+    pub serve_pvctl: bool,
+}
+
+/// QEMU arguments that make the management UART (COM2) a unix socket in the
+/// scratch directory, the second serial port (COM1 stays stdio).
+pub const MGMT_QEMU_ARGS: [&str; 4] = [
+    "-chardev",
+    "socket,id=mgmt,path={scratch}/mgmt.sock,server=on,wait=off",
+    "-serial",
+    "chardev:mgmt",
+];
+
+/// The management socket of `scenario` (absolute).
+pub fn mgmt_socket(ws: &Workspace, scenario: &Scenario) -> PathBuf {
+    ws.abs(&ws.scratch_dir(scenario.name).join("mgmt.sock"))
+}
+
+/// The driver domain's module arguments with `toolstack=1` added to its own
+/// command line (after `--`).
+fn with_toolstack(args: &str) -> String {
+    if args.contains("--") {
+        format!("{} toolstack=1", args.trim_end())
+    } else {
+        format!("{} -- toolstack=1", args.trim_end())
+    }
 }
 
 /// A finished, judged boot.
@@ -62,12 +90,30 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         )
         .into());
     }
+    let driver_args = match scenario.modules.first() {
+        Some(m) if options.serve_pvctl => with_toolstack(m.args),
+        Some(m) => m.args.to_owned(),
+        None => String::new(),
+    };
     let mut modules = Vec::with_capacity(scenario.modules.len());
-    for module in scenario.modules {
+    for (i, module) in scenario.modules.iter().enumerate() {
         let path = module_image(ws, scenario, &module.image)?;
-        modules.push((path, module.args));
+        modules.push((
+            path,
+            if i == 0 {
+                driver_args.as_str()
+            } else {
+                module.args
+            },
+        ));
     }
-    let (extra_args, host_port) = scenario_devices(ws, scenario)?;
+    let (mut extra_args, host_port) = scenario_devices(ws, scenario)?;
+    if options.serve_pvctl && !scenario.qemu_args.iter().any(|a| a.contains("id=mgmt")) {
+        let dir = ws.scratch_dir(scenario.name);
+        std::fs::create_dir_all(ws.abs(&dir))
+            .map_err(|e| format!("cannot create {}: {e}", ws.abs(&dir).display()))?;
+        extra_args.extend(expand_scratch(&MGMT_QEMU_ARGS, &dir)?);
+    }
     Ok(Machine {
         accel: options.accel,
         icount: options.icount,
@@ -333,6 +379,18 @@ mod tests {
     }
 
     #[test]
+    fn toolstack_goes_on_the_driver_domains_own_command_line() {
+        assert_eq!(
+            with_toolstack("name=driver mem=16M"),
+            "name=driver mem=16M -- toolstack=1"
+        );
+        assert_eq!(
+            with_toolstack("name=driver mem=32M -- devices=1"),
+            "name=driver mem=32M -- devices=1 toolstack=1"
+        );
+    }
+
+    #[test]
     fn missing_hypervisor_says_to_build() {
         let ws = Workspace {
             root: std::env::temp_dir().join("xtask-no-such-workspace"),
@@ -345,6 +403,7 @@ mod tests {
             mem_mib: None,
             timeout_secs: None,
             echo: false,
+            serve_pvctl: false,
         };
         let Err(crate::Error::Failed(message)) = prepare(&ws, scenario, &options) else {
             panic!("expected a failure")

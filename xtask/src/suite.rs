@@ -81,6 +81,7 @@ fn steps(tally: &mut Tally) -> Result<()> {
         mem_mib: None,
         timeout_secs: None,
         echo: false,
+        serve_pvctl: false,
     };
     for scenario in suite {
         if run_one(&ws, &qemu_bin, scenario, &options)? {

@@ -11,8 +11,10 @@
 //! - A driver's error fails the scenario and kills QEMU at once (no waiting
 //!   for the scenario's timeout).
 
-// Until the first scenario has a driver, parts of the session API are unused.
+// `host_port` is for the drivers that fetch web pages through `hostfwd`.
 #![allow(dead_code)]
+
+mod toolstack;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -24,8 +26,11 @@ pub type Driver = fn(&Session) -> std::result::Result<(), String>;
 
 /// The driver of scenario `name`, if it has one.
 pub fn driver_for(name: &str) -> Option<Driver> {
-    let _ = name;
-    None
+    match name {
+        "toolstack" => Some(toolstack::drive),
+        "toolstack-bench" => Some(toolstack::bench),
+        _ => None,
+    }
 }
 
 /// The serial console as seen so far, shared between the run loop (writer)
