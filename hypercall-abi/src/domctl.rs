@@ -179,7 +179,7 @@ pub struct DomainInfoV2 {
     pub nr_vcpus: u32,
     /// Event-channel ports not closed.
     pub evtchn_ports_in_use: u32,
-    /// Grant entries of its table that are in use (permitted to some domain).
+    /// Entries of its grant table that some domain has mapped.
     pub grant_entries_in_use: u32,
     /// 1 once `DOMCTL_BUILD` (or the boot builder) succeeded, else 0.
     pub built: u32,
