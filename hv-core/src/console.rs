@@ -159,7 +159,9 @@ mod serial_console {
 
     /// Sends what the management UART takes now; returns how many bytes.
     pub fn mgmt_write(bytes: &[u8]) -> usize {
-        MGMT.lock().as_mut().map_or(0, |uart| uart.write_some(bytes))
+        MGMT.lock()
+            .as_mut()
+            .map_or(0, |uart| uart.write_some(bytes))
     }
 
     /// Prints a domain's console line as `(d<domid>) <line>`.

@@ -175,7 +175,11 @@ mod tests {
         let mut out = [0u8; 16];
         assert_eq!(
             r.read(0, &mut out),
-            Ok(ConsoleChunk { start: 0, len: 0, end: 0 })
+            Ok(ConsoleChunk {
+                start: 0,
+                len: 0,
+                end: 0
+            })
         );
         r.write(b"hello");
         let c = r.read(0, &mut out).unwrap();
@@ -211,7 +215,11 @@ mod tests {
         let mut out = [0u8; 4];
         assert_eq!(
             r.read(1, &mut out),
-            Ok(ConsoleChunk { start: 3, len: 0, end: 3 })
+            Ok(ConsoleChunk {
+                start: 3,
+                len: 0,
+                end: 3
+            })
         );
     }
 

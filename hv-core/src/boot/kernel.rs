@@ -81,7 +81,7 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     if crate::console::mgmt_init() {
         log::info!("management UART: COM2 (0x2f8) found, lent to the toolstack");
     }
-        gdt::init(&gdt::BOOT_TABLES);
+    gdt::init(&gdt::BOOT_TABLES);
     idt::init();
     entry::init(&BOOT_CPU);
     drop_identity_map();

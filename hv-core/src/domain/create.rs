@@ -9,10 +9,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use hypercall_abi::domctl::CONSOLE_RING_SIZE;
 use hypercall_abi::layout::{GUEST_CS, GUEST_SS, RFLAGS_IF};
 use hypercall_abi::start_info::{Capabilities, StartFlags};
 use hypercall_abi::trap::TRAP_VECTORS;
-use hypercall_abi::domctl::CONSOLE_RING_SIZE;
 use hypercall_abi::{DomId, Errno, PAGE_SIZE};
 
 use super::build::{self, Frames, GuestFrames, Identity};
@@ -184,7 +184,7 @@ pub fn domain_create(spec: &DomainSpec<'_>) -> Result<DomId, Refusal> {
             Box::new(Vcpu {
                 id: VcpuId { domid, vcpu: n },
                 saved_rsp: 0,
-                kstack: Box::new(KernelStack([0; super::table::KSTACK_SIZE])),
+                kstack: KernelStack::new_boxed(),
                 // Set by the build; no base pointer is held before it.
                 kernel_l4: 0,
                 user_l4: None,
@@ -433,7 +433,9 @@ pub fn domain_build(domid: DomId, bytes: &[u8], cmdline: &str) -> Result<(), Ref
         vcpu.initialised = true;
     }
     domain.build = BuildState::Built;
-    domain.hv_build_cycles = domain.hv_build_cycles.wrapping_add(rdtsc().wrapping_sub(t0));
+    domain.hv_build_cycles = domain
+        .hv_build_cycles
+        .wrapping_add(rdtsc().wrapping_sub(t0));
     let placement: heapless::Vec<u32, 32> = domain.vcpus.iter().map(|v| v.cpu).take(32).collect();
     let (mib, name, params) = (
         (nr_pages * PAGE_SIZE) >> 20,
@@ -472,7 +474,11 @@ pub fn domain_unpause(domid: DomId) -> Result<(), Errno> {
     if d.unpaused_tsc == 0 {
         d.unpaused_tsc = rdtsc();
     }
-    for v in d.vcpus.iter().filter(|v| v.up && v.initialised && !v.blocked) {
+    for v in d
+        .vcpus
+        .iter()
+        .filter(|v| v.up && v.initialised && !v.blocked)
+    {
         crate::sched::make_runnable(v.id, v.cpu);
     }
     Ok(())

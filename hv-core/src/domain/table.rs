@@ -25,6 +25,18 @@ pub const KSTACK_SIZE: usize = 16 * 1024;
 #[repr(C, align(16))]
 pub struct KernelStack(pub [u8; KSTACK_SIZE]);
 
+impl KernelStack {
+    /// A zeroed stack allocated directly on the heap: building it on the
+    /// stack first would overflow a vCPU's own 16 KiB stack when a
+    /// toolstack creates a domain from a hypercall.
+    pub fn new_boxed() -> Box<KernelStack> {
+        let stack = Box::<KernelStack>::new_zeroed();
+        // SAFETY: `KernelStack` is a byte array, for which all zeroes is a
+        // valid value.
+        unsafe { stack.assume_init() }
+    }
+}
+
 /// A registered exception handler.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapEntry {
@@ -227,8 +239,8 @@ impl DomainTable {
         self.domains.get(&domid).is_some_and(|d| {
             d.build == BuildState::Built
                 && d.vcpus
-                .iter()
-                .any(|v| v.kernel_l4 == mfn || v.user_l4 == Some(mfn))
+                    .iter()
+                    .any(|v| v.kernel_l4 == mfn || v.user_l4 == Some(mfn))
         })
     }
 

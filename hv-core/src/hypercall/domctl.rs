@@ -232,7 +232,12 @@ fn build_failed(buf: u64, mut arg: DomctlBuild, errno: Errno, why: &str) -> Errn
 fn build(domid: DomId, buf: u64) -> Result<u64, Errno> {
     let arg: DomctlBuild = read_obj(buf)?;
     if arg.reserved != 0 {
-        return Err(build_failed(buf, arg, Errno::EINVAL, "reserved field is not 0"));
+        return Err(build_failed(
+            buf,
+            arg,
+            Errno::EINVAL,
+            "reserved field is not 0",
+        ));
     }
     if arg.image_len == 0 {
         return Err(build_failed(buf, arg, Errno::EINVAL, "empty image"));

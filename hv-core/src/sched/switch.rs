@@ -327,10 +327,9 @@ fn schedule(leaving: Leaving) -> bool {
     let mut prev_live: *const AtomicBool = core::ptr::null();
     if let Some(p) = prev {
         let ran = now.saturating_sub(me.picked_at.load(Ordering::Relaxed));
-        let (alive, paused) = table
-            .domains
-            .get(&p.domid)
-            .map_or((false, false), |d| (d.state == DomainState::Running, d.paused));
+        let (alive, paused) = table.domains.get(&p.domid).map_or((false, false), |d| {
+            (d.state == DomainState::Running, d.paused)
+        });
         // A paused domain's vCPUs are filed as not runnable; unpausing wakes
         // them (TS-5).
         let runnable = match (alive, leaving) {
@@ -574,10 +573,9 @@ pub fn on_kick_or_tick() {
     let Some(id) = current() else { return };
     let (alive, down) = {
         let mut table = DOMAINS.lock();
-        let (alive, paused) = table
-            .domains
-            .get(&id.domid)
-            .map_or((false, false), |d| (d.state == DomainState::Running, d.paused));
+        let (alive, paused) = table.domains.get(&id.domid).map_or((false, false), |d| {
+            (d.state == DomainState::Running, d.paused)
+        });
         if paused {
             drop(table);
             if alive {

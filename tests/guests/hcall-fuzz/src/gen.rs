@@ -752,9 +752,7 @@ impl Fuzzer {
                     _ => None,
                 };
                 match needs {
-                    Some(c) if self.env.capabilities & c.bits() == 0 => {
-                        Expect::Errno(Errno::EPERM)
-                    }
+                    Some(c) if self.env.capabilities & c.bits() == 0 => Expect::Errno(Errno::EPERM),
                     Some(_) => Expect::Any,
                     None => Expect::Errno(Errno::EINVAL),
                 }
