@@ -40,8 +40,14 @@ struct DirectMapFrames<'a> {
 
 impl GuestFrames for DirectMapFrames<'_> {
     fn frame_mut(&mut self, mfn: Mfn) -> &mut [u8; 4096] {
+        // O(1): populate recorded pfn → mfn in the M2P, so a frame of the
+        // domain is the one its P2M names at the pfn the M2P gives.
+        let owned = live::m2p(mfn)
+            .and_then(|pfn| usize::try_from(pfn).ok())
+            .and_then(|pfn| self.owned.get(pfn))
+            == Some(&mfn);
         assert!(
-            mfn == self.shared_info || self.owned.contains(&mfn),
+            mfn == self.shared_info || owned,
             "builder touched a foreign frame"
         );
         // SAFETY: the frame was just allocated to the domain being built, nothing

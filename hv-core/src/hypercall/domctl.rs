@@ -242,14 +242,6 @@ fn build(domid: DomId, buf: u64) -> Result<u64, Errno> {
     if arg.image_len == 0 {
         return Err(build_failed(buf, arg, Errno::EINVAL, "empty image"));
     }
-    if arg.image_len > BUILD_IMAGE_MAX {
-        return Err(build_failed(
-            buf,
-            arg,
-            Errno::E2BIG,
-            "image larger than 4 MiB (BUILD_IMAGE_MAX)",
-        ));
-    }
     if arg.cmdline_len > BUILD_CMDLINE_MAX {
         return Err(build_failed(
             buf,
@@ -272,8 +264,28 @@ fn build(domid: DomId, buf: u64) -> Result<u64, Errno> {
             "command line is not UTF-8 without NUL",
         ));
     };
+    // Only the bytes the loader reads are copied in (headers, segments and
+    // notes; not section headers or debug info).
+    let image_range = GuestRange::new(arg.image, arg.image_len)?;
+    let mut head = [0u8; 4096];
+    let head_len = arg.image_len.min(head.len() as u64);
+    copy_from_guest(
+        &mut head[..head_len as usize],
+        GuestRange::new(image_range.va(), head_len)?,
+    )?;
+    let copy_len = crate::loader::elf::loaded_prefix_len(&head[..head_len as usize])
+        .filter(|&n| n <= arg.image_len)
+        .unwrap_or(arg.image_len);
+    if copy_len > BUILD_IMAGE_MAX {
+        return Err(build_failed(
+            buf,
+            arg,
+            Errno::E2BIG,
+            "the image's loaded part is larger than 4 MiB (BUILD_IMAGE_MAX)",
+        ));
+    }
     let mut image: Vec<u8> = Vec::new();
-    if image.try_reserve_exact(arg.image_len as usize).is_err() {
+    if image.try_reserve_exact(copy_len as usize).is_err() {
         return Err(build_failed(
             buf,
             arg,
@@ -281,8 +293,8 @@ fn build(domid: DomId, buf: u64) -> Result<u64, Errno> {
             "out of hypervisor heap for the image",
         ));
     }
-    image.resize(arg.image_len as usize, 0);
-    copy_from_guest(&mut image, GuestRange::new(arg.image, arg.image_len)?)?;
+    image.resize(copy_len as usize, 0);
+    copy_from_guest(&mut image, GuestRange::new(image_range.va(), copy_len)?)?;
     match domain::domain_build(domid, &image, cmdline) {
         Ok(()) => {
             let mut out = arg;
