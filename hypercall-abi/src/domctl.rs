@@ -99,7 +99,9 @@ pub const DOMAIN_NAME_MAX: usize = 31;
 pub const DOMAIN_VCPUS_MAX: u32 = 32;
 /// Weight a domain gets when `DomctlCreate.weight` is 0.
 pub const DEFAULT_WEIGHT: u32 = 256;
-/// Largest image `DOMCTL_BUILD` accepts, in bytes; larger → `-E2BIG`.
+/// Largest part of an image `DOMCTL_BUILD` copies in (its file header,
+/// program headers, loadable segments and notes), in bytes; larger → `-E2BIG`.
+/// Section headers and debug info are never copied and do not count.
 pub const BUILD_IMAGE_MAX: u64 = 4 << 20;
 /// Largest command line `DOMCTL_BUILD` accepts (bytes, without a NUL); longer → `-E2BIG`.
 pub const BUILD_CMDLINE_MAX: u64 = 1023;
@@ -144,7 +146,7 @@ const _: () = assert!(core::mem::offset_of!(DomctlCreate, reserved) == 56);
 pub struct DomctlBuild {
     /// IN: guest address of the ELF image.
     pub image: u64,
-    /// IN: its length in bytes, `1..=BUILD_IMAGE_MAX`.
+    /// IN: its length in bytes, at least 1 (see `BUILD_IMAGE_MAX`).
     pub image_len: u64,
     /// IN: guest address of the command line (UTF-8, no NUL), or 0.
     pub cmdline: u64,
@@ -179,7 +181,7 @@ pub struct DomainInfoV2 {
     pub nr_vcpus: u32,
     /// Event-channel ports not closed.
     pub evtchn_ports_in_use: u32,
-    /// Grant entries of its table that are in use (permitted to some domain).
+    /// Entries of its grant table that some domain has mapped.
     pub grant_entries_in_use: u32,
     /// 1 once `DOMCTL_BUILD` (or the boot builder) succeeded, else 0.
     pub built: u32,

@@ -368,6 +368,54 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "domctl",
+        about: "Domain 0 builds guests at run time (create, populate, build, unpause) from a held boot module, reads their consoles, pauses, destroys them mid-run and blocked; free memory returns to the frame; bad images, memory, names and domids are refused",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            Module {
+                image: Image::Guest("domctl-test"),
+                args: "name=toolstack mem=32M -- role=toolstack",
+            },
+            Module {
+                image: Image::Guest("domctl-test"),
+                args: "name=unprivileged mem=8M -- role=unprivileged",
+            },
+            Module {
+                image: Image::Guest("domctl-test"),
+                args: "name=image hold",
+            },
+            Module {
+                image: Image::Guest("abi-mismatch"),
+                args: "name=future hold",
+            },
+        ],
+        smp: 2,
+        mem_mib: 256,
+        // COM2 for the management UART (TS-13), its output discarded.
+        qemu_args: &["-serial", "null"],
+        disks: &[],
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) management UART: COM2 (0x2f8) found"),
+            Expect::Line("(hv) module 3 'image': held for the toolstack"),
+            Expect::Line("(hv) module 4 'future': held for the toolstack"),
+            Expect::Line("(d1) test result: domctl-unprivileged: SUCCESS"),
+            Expect::Line("(d0) domctl: non-ELF image refused: not an ELF file"),
+            Expect::Line("(d0) domctl: ABI-mismatch image refused: ABI 99.0 is not supported"),
+            Expect::Line("(d0) domctl: create+populate+build of a 1024-page guest:"),
+            // The guest's lines still reach the serial console as (dN) lines.
+            Expect::Line("spinner: input `hello spinner`"),
+            Expect::Line("'spinner': destroyed by d0"),
+            Expect::Line("'blocker': destroyed by d0"),
+            Expect::Line("(d0) test result: domctl: SUCCESS"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("audit: FAILED"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
         name: "mmtest",
         about: "A guest maps, unmaps and remaps thousands of pages, switches address spaces and tears it all down",
         kind: Kind::Test,
