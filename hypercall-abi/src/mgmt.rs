@@ -85,6 +85,29 @@ pub const KIND_BENCH_REPORT: u16 = 15;
 /// Reply to any request that failed: [`ErrorReply`] + one line of UTF-8.
 pub const KIND_ERROR: u16 = 0xff;
 
+/// The name of a request kind (replies: with [`REPLY`] cleared), for logs.
+pub const fn kind_name(kind: u16) -> &'static str {
+    match kind & !REPLY {
+        KIND_HELLO => "HELLO",
+        KIND_INFO => "INFO",
+        KIND_LIST => "LIST",
+        KIND_IMAGE_QUERY => "IMAGE_QUERY",
+        KIND_IMAGE_PUT => "IMAGE_PUT",
+        KIND_CREATE => "CREATE",
+        KIND_DESTROY => "DESTROY",
+        KIND_SHUTDOWN => "SHUTDOWN",
+        KIND_PAUSE => "PAUSE",
+        KIND_UNPAUSE => "UNPAUSE",
+        KIND_CONSOLE_READ => "CONSOLE_READ",
+        KIND_CONSOLE_WRITE => "CONSOLE_WRITE",
+        KIND_DMESG => "DMESG",
+        KIND_POWEROFF => "POWEROFF",
+        KIND_BENCH_REPORT => "BENCH_REPORT",
+        _ if kind == KIND_ERROR => "ERROR",
+        _ => "unknown",
+    }
+}
+
 /// The 24-byte header in front of every frame (MGMT-1).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,

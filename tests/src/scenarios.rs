@@ -1691,7 +1691,7 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("toolstack: serving management protocol 1"),
             Expect::Line("(d0) toolstack: created d"),
             Expect::Line("ticker: io running"),
-            Expect::Line("ticker: io ok after 20 rounds"),
+            Expect::Line("ticker: io ok after 30 rounds"),
             Expect::Line("toolstack: pvctl asked to power the machine off"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Absent("audit: FAILED"),

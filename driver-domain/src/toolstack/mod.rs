@@ -249,7 +249,7 @@ impl Toolstack {
                 }
             };
             if let Some(line) = errno_line {
-                println!("toolstack: request {} refused: {line}", header.kind);
+                println!("toolstack: {} refused: {line}", kind_name(header.kind));
             }
             let mut frame = vec![0u8; HEADER_LEN + body.len().min(MAX_PAYLOAD)];
             match encode_frame(
