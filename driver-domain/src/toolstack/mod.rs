@@ -89,6 +89,9 @@ struct CreateSample {
     first_output: u64,
 }
 
+/// Picks one figure of a sample.
+type Pick = fn(&CreateSample) -> u64;
+
 /// A domain this toolstack created.
 struct Managed {
     name: String,
@@ -657,7 +660,7 @@ impl Toolstack {
             return 0;
         }
         let mut lines = 0;
-        let figures: [(&str, fn(&CreateSample) -> u64); 3] = [
+        let figures: [(&str, Pick); 3] = [
             ("create_to_first_output_us", |s| s.first_output),
             ("create_toolstack_us", |s| s.toolstack),
             ("create_hypervisor_us", |s| s.hypervisor),

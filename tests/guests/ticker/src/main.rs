@@ -59,7 +59,7 @@ fn kmain(si: &'static StartInfo) {
                 }
             }
         }
-        if print_every != 0 && beats % print_every == 0 {
+        if print_every != 0 && beats.is_multiple_of(print_every) {
             println!("ticker: heartbeat {beats} ({work:#x})");
         }
     }
