@@ -434,19 +434,36 @@ fn io_destroy(s: &Session, p: &Pvctl<'_>, ticker: &Path, baseline: u64) -> Resul
     let image = ticker.display().to_string();
     let io_guest = |name: &str, mac: &str, lba: &str| -> Result<u64> {
         domid(&p.create(&[
-            "--image", &image, "--name", name, "--mem", "4", "--disk", lba, "--nic", mac,
-            "--cmdline", "io=1 rounds=30",
+            "--image",
+            &image,
+            "--name",
+            name,
+            "--mem",
+            "4",
+            "--disk",
+            lba,
+            "--nic",
+            mac,
+            "--cmdline",
+            "io=1 rounds=30",
         ])?)
     };
     let a = io_guest("io-a", "02:00:00:00:01:0a", "lba:0+2048")?;
     let b = io_guest("io-b", "02:00:00:00:01:0b", "lba:2048+2048")?;
     wait_for_lines(s, &[a, b], "ticker: io running", Duration::from_secs(120))?;
     p.ok(&["destroy", &a.to_string()])?;
-    s.note(format!("destroyed io-a (d{a}) in the middle of its disk and net I/O"));
+    s.note(format!(
+        "destroyed io-a (d{a}) in the middle of its disk and net I/O"
+    ));
     // Its backends see it die and let go of its rings.
     s.wait_for(&format!("of d{a} closed"), Duration::from_secs(30))?;
     let c = io_guest("io-c", "02:00:00:00:01:0c", "lba:0+2048")?;
-    wait_for_lines(s, &[b, c], "ticker: io ok after 30 rounds", Duration::from_secs(240))?;
+    wait_for_lines(
+        s,
+        &[b, c],
+        "ticker: io ok after 30 rounds",
+        Duration::from_secs(240),
+    )?;
     let serial = s.serial();
     for (name, id) in [("io-b", b), ("io-c", c)] {
         let prefix = format!("(d{id}) ticker: io ok after 30 rounds");
@@ -457,7 +474,10 @@ fn io_destroy(s: &Session, p: &Pvctl<'_>, ticker: &Path, baseline: u64) -> Resul
         if number_before(line, "received").is_none_or(|n| n == 0) {
             return Err(format!("{name} received no frame: {line}"));
         }
-        s.note(format!("{name} (d{id}): {}", line.split(") ").nth(1).unwrap_or(line)));
+        s.note(format!(
+            "{name} (d{id}): {}",
+            line.split(") ").nth(1).unwrap_or(line)
+        ));
     }
     for id in [b, c] {
         p.ok(&["destroy", &id.to_string()])?;
