@@ -1689,6 +1689,7 @@ pub(crate) static ALL: &[Scenario] = &[
         exit_status: POWEROFF,
         expect: &[
             Expect::Line("toolstack: serving management protocol 1"),
+            Expect::Line("toolstack: dropped a half-sent frame"),
             Expect::Line("(d0) toolstack: created d"),
             Expect::Line("ticker: io running"),
             Expect::Line("ticker: io ok after 30 rounds"),

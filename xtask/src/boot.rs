@@ -60,12 +60,18 @@ pub fn mgmt_socket(ws: &Workspace, scenario: &Scenario) -> PathBuf {
 }
 
 /// The driver domain's module arguments with `toolstack=1` added to its own
-/// command line (after `--`).
+/// command line (after `--`), and a 4 MiB RAM disk to cut guest disks from
+/// unless it names its disk.
 fn with_toolstack(args: &str) -> String {
-    if args.contains("--") {
-        format!("{} toolstack=1", args.trim_end())
+    let disk = if args.contains("disk=") {
+        ""
     } else {
-        format!("{} -- toolstack=1", args.trim_end())
+        " disk=4"
+    };
+    if args.contains("--") {
+        format!("{} toolstack=1{disk}", args.trim_end())
+    } else {
+        format!("{} -- toolstack=1{disk}", args.trim_end())
     }
 }
 
@@ -382,11 +388,15 @@ mod tests {
     fn toolstack_goes_on_the_driver_domains_own_command_line() {
         assert_eq!(
             with_toolstack("name=driver mem=16M"),
-            "name=driver mem=16M -- toolstack=1"
+            "name=driver mem=16M -- toolstack=1 disk=4"
         );
         assert_eq!(
             with_toolstack("name=driver mem=32M -- devices=1"),
-            "name=driver mem=32M -- devices=1 toolstack=1"
+            "name=driver mem=32M -- devices=1 toolstack=1 disk=4"
+        );
+        assert_eq!(
+            with_toolstack("name=driver mem=32M -- disk=virtio-blk"),
+            "name=driver mem=32M -- disk=virtio-blk toolstack=1"
         );
     }
 

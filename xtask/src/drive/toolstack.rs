@@ -222,6 +222,7 @@ pub fn drive(s: &Session) -> Result<()> {
         s.note(format!("info: {line}"));
     }
     let baseline = p.free_pages()?;
+    half_sent_frame(s, &p)?;
     let ticker = guest_image(s, "ticker");
     let config = s.scratch.join("tiny.toml");
     write(
@@ -326,6 +327,35 @@ pub fn drive(s: &Session) -> Result<()> {
     p.ok(&["poweroff"])?;
     s.note("pvctl poweroff");
     s.wait_for("(hv) d0 'driver': shut down", Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// A client that sends noise and half a frame and goes away does not wedge
+/// the next one (MGMT-2): the driver domain drops the partial frame once the
+/// line is quiet, and the next `pvctl` (whose first `HELLO` may vanish into
+/// that frame) is answered once it says hello again.
+fn half_sent_frame(s: &Session, p: &Pvctl<'_>) -> Result<()> {
+    use hypercall_abi::mgmt::{encode_frame, KIND_CREATE, MAX_FRAME};
+    use std::io::Write;
+    let mut frame = vec![0u8; MAX_FRAME];
+    let n = encode_frame(KIND_CREATE, 7, &[&[0x5a; 3000]], &mut frame)
+        .map_err(|e| format!("encode: {e:?}"))?;
+    {
+        let mut stream = std::os::unix::net::UnixStream::connect(&p.socket)
+            .map_err(|e| format!("cannot connect to {}: {e}", p.socket.display()))?;
+        stream
+            .write_all(b"noise PVMG noise")
+            .and_then(|()| stream.write_all(&frame[..n.min(1000)]))
+            .map_err(|e| format!("cannot write the half frame: {e}"))?;
+        // Let the driver domain take the bytes before the client goes away.
+        thread::sleep(Duration::from_millis(300));
+    }
+    let started = Instant::now();
+    p.ok(&["list"])?;
+    s.note(format!(
+        "a client sent noise and 1000 bytes of a 3024-byte frame and went away; the next pvctl was answered {:.1} s later",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
