@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Boot the images already built instead of building first.
     #[arg(long)]
     pub no_build: bool,
+    /// Run only this bench scenario (repeatable; default: all).
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub only: Vec<String>,
 }
 
 /// One figure with the mode it came from.
@@ -59,7 +62,11 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let benches: Vec<&Scenario> = scenarios()
         .iter()
         .filter(|s| s.kind == Kind::Bench)
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.name))
         .collect();
+    if benches.is_empty() {
+        return Err(format!("no bench scenario named {}", args.only.join(", ")).into());
+    }
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for(benches.iter().copied()))?;
