@@ -108,7 +108,12 @@ fn get_info(domid: u64, buf: u64) -> Result<u64, Errno> {
         let table = DOMAINS.lock();
         let first = target(domid)?;
         let (_, d) = table.domains.range(first..).next().ok_or(Errno::ESRCH)?;
-        let (state, shutdown_reason) = state_code(d);
+        // Version 1 keeps its 0.5 meaning: a live domain is RUNNING, paused
+        // or not (a minor bump does not change what exists).
+        let (state, shutdown_reason) = match state_code(d) {
+            (DOMAIN_STATE_PAUSED, r) => (DOMAIN_STATE_RUNNING, r),
+            other => other,
+        };
         DomainInfo {
             domid: d.id,
             state,
