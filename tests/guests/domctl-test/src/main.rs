@@ -57,15 +57,25 @@ fn raw_domctl(op: u64, domid: u64, buf: u64) -> Result<u64, Errno> {
     Errno::check(ret)
 }
 
-/// Yields until `ns` of system time have passed.
-fn sleep_ns(ns: u64) {
+/// Yields until `ns` of system time have passed (keeps the vCPU running:
+/// the spinner wants to be on its pCPU when it is paused or destroyed).
+fn spin_ns(ns: u64) {
     let until = now_ns().saturating_add(ns);
     while now_ns() < until {
         sched_yield();
     }
 }
 
-/// Yields until `cond` holds or `timeout_ns` passes; returns whether it held.
+/// Blocks for `ns` on this vCPU's timer (a toolstack polling in a tight loop
+/// would keep the domain table lock busy for everyone else).
+fn sleep_ns(ns: u64) {
+    if let Err(e) = pv_guest_kit::time::sleep_ns(0, ns) {
+        panic!("sleep: {e}");
+    }
+}
+
+/// Checks `cond` every 0.2 ms until it holds or `timeout_ns` passes; returns
+/// whether it held.
 fn wait_for(timeout_ns: u64, mut cond: impl FnMut() -> bool) -> bool {
     let until = now_ns().saturating_add(timeout_ns);
     loop {
@@ -75,7 +85,7 @@ fn wait_for(timeout_ns: u64, mut cond: impl FnMut() -> bool) -> bool {
         if now_ns() > until {
             return false;
         }
-        sched_yield();
+        sleep_ns(200_000);
     }
 }
 
@@ -94,7 +104,7 @@ fn spinner() {
                 println!("spinner: input `{}`", text.trim_end());
             }
         }
-        sleep_ns(2_000_000);
+        spin_ns(2_000_000);
     }
 }
 
