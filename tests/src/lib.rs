@@ -249,6 +249,30 @@ mod tests {
     }
 
     #[test]
+    fn domain_names_are_unique_within_a_scenario() {
+        // hv-core refuses a second domain with a name in use (SPEC TS-2),
+        // boot modules included.
+        for s in scenarios() {
+            let mut names: Vec<String> = Vec::new();
+            for m in s.modules {
+                let params = m.args.split(" -- ").next().unwrap_or("");
+                let name = params
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("name="))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| match m.image {
+                        Image::Guest(bin) => bin.to_owned(),
+                        Image::Derived { file_name, .. } => {
+                            file_name.trim_end_matches(".elf").to_owned()
+                        }
+                    });
+                assert!(!names.contains(&name), "{}: two domains named {name}", s.name);
+                names.push(name);
+            }
+        }
+    }
+
+    #[test]
     fn derived_file_names_are_unique_within_a_scenario() {
         for s in scenarios() {
             let names: Vec<&str> = s
