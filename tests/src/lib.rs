@@ -266,7 +266,11 @@ mod tests {
                             file_name.trim_end_matches(".elf").to_owned()
                         }
                     });
-                assert!(!names.contains(&name), "{}: two domains named {name}", s.name);
+                assert!(
+                    !names.contains(&name),
+                    "{}: two domains named {name}",
+                    s.name
+                );
                 names.push(name);
             }
         }

@@ -467,6 +467,46 @@ fn toolstack() {
         format_args!("free memory back to the baseline after the refusals"),
     );
 
+    // Empty 32-vCPU domains until the hypervisor heap says no: ENOMEM, not
+    // a hypervisor out-of-memory; then they all go.
+    let mut many: Vec<DomId> = Vec::new();
+    let last = loop {
+        let name = alloc::format!("heap-{}", many.len());
+        let cfg = NewDomain {
+            name: &name,
+            max_pages: 1,
+            vcpus: 32,
+            weight: 0,
+            cap_percent: 0,
+        };
+        match ts::domain_create(&cfg) {
+            Ok(id) if many.len() < 64 => many.push(id),
+            Ok(id) => {
+                many.push(id);
+                break Ok(());
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    println!(
+        "domctl: {} empty 32-vCPU domains before {last:?}",
+        many.len()
+    );
+    t.check(
+        last == Err(Errno::ENOMEM) && !many.is_empty(),
+        format_args!("the hypervisor heap runs out with ENOMEM"),
+    );
+    for &id in &many {
+        t.check(
+            ts::domain_destroy(id).is_ok() && wait_gone(id),
+            format_args!("destroy empty domain {id}"),
+        );
+    }
+    t.check(
+        free_pages() == baseline,
+        format_args!("free memory back to the baseline after the heap test"),
+    );
+
     // A guest built at run time, running on the other pCPU.
     let pages = 1024;
     let Some(g) = t.setup(
