@@ -41,7 +41,7 @@ fn kmain(si: &'static StartInfo) {
     match args.get("role").unwrap_or("") {
         "toolstack" => toolstack(),
         "unprivileged" => unprivileged(),
-        "spinner" => spinner(),
+        "spinner" => spinner(args.get("grant").is_some()),
         "blocker" => blocker(),
         other => panic!("unknown role `{other}`"),
     }
@@ -91,8 +91,26 @@ fn wait_for(timeout_ns: u64, mut cond: impl FnMut() -> bool) -> bool {
 
 const SECOND: u64 = 1_000_000_000;
 
-fn spinner() {
+/// The marker the spinner writes into the frame it grants to domain 0.
+const GRANT_MARKER: u64 = 0x5a5a_1234_dead_beef;
+
+fn spinner(grant: bool) {
     println!("spinner: up");
+    if grant {
+        // A frame domain 0 maps, so that it is destroyed mid-I/O (TS-6).
+        let mut table = pv_guest_kit::grants::GrantTable::setup(1)
+            .unwrap_or_else(|e| panic!("grant table: {e}"));
+        let mut frame =
+            pv_guest_kit::mm::Frame::alloc_zeroed().unwrap_or_else(|e| panic!("frame: {e:?}"));
+        frame.write_u64(0, GRANT_MARKER);
+        let gref = table
+            .grant_access(0, frame.mfn(), false)
+            .unwrap_or_else(|e| panic!("grant: {e}"));
+        println!("spinner: granted gref {gref}");
+        // Both stay for the rest of its life.
+        core::mem::forget(table);
+        core::mem::forget(frame);
+    }
     let mut input = [0u8; 64];
     let mut n = 0u64;
     loop {
@@ -231,6 +249,13 @@ fn console_text(domid: DomId) -> Result<(Vec<u8>, u64), Errno> {
             return Ok((out, first_start.unwrap_or(0)));
         }
     }
+}
+
+/// The first u64 of a granted frame mapped at `va`.
+fn read_marker(va: u64) -> u64 {
+    // SAFETY: `va` is a page mapped by a grant mapping this domain holds; it is
+    // only read, through a raw volatile access (no Rust reference to it).
+    unsafe { core::ptr::read_volatile(va as *const u64) }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -511,7 +536,7 @@ fn toolstack() {
     let pages = 1024;
     let Some(g) = t.setup(
         "build the spinner",
-        make("spinner", pages, &image, "role=spinner").map_err(|(e, msg)| {
+        make("spinner", pages, &image, "role=spinner grant=1").map_err(|(e, msg)| {
             alloc::format!("{e}: {}", core::str::from_utf8(&msg).unwrap_or("?"))
         }),
     ) else {
@@ -557,6 +582,33 @@ fn toolstack() {
                 .is_ok_and(|(text, _)| contains(&text, b"spinner: input `hello spinner`"))
         }),
         format_args!("the spinner echoes its input"),
+    );
+
+    // Map the frame it granted, as a backend would.
+    let gref = console_text(g.domid).ok().and_then(|(text, _)| {
+        let at = text
+            .windows(21)
+            .position(|w| w == b"spinner: granted gref")?;
+        let digits: Vec<u8> = text[at + 22..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        core::str::from_utf8(&digits).ok()?.parse::<u32>().ok()
+    });
+    let mapping = gref.and_then(|gref| {
+        let va = pv_guest_kit::mm::reserve_va(1).ok()?.start();
+        pv_guest_kit::grants::map(g.domid, gref, va, false).ok()
+    });
+    t.check(
+        mapping
+            .as_ref()
+            .is_some_and(|m| read_marker(m.va()) == GRANT_MARKER),
+        format_args!("domain 0 maps the spinner's grant {gref:?}"),
+    );
+    t.check(
+        ts::domain_info(g.domid).is_ok_and(|i| i.grant_entries_in_use == 1),
+        format_args!("info counts its mapped grant entry"),
     );
 
     // Pause: output stops (it runs on another pCPU: the kick must stop it).
@@ -609,6 +661,17 @@ fn toolstack() {
         rdtsc() - t_destroy
     );
     t.check(gone, format_args!("the destroyed spinner is reaped"));
+    if let Some(m) = mapping {
+        // The granted frame outlives its owner while domain 0 maps it.
+        t.check(
+            free_pages() == baseline - 1 && read_marker(m.va()) == GRANT_MARKER,
+            format_args!("the mapped frame stays until domain 0 unmaps it"),
+        );
+        t.check(
+            m.unmap().is_ok(),
+            format_args!("domain 0 unmaps the dead domain's grant"),
+        );
+    }
     t.check(
         free_pages() == baseline,
         format_args!(
