@@ -688,6 +688,13 @@ fn toolstack() {
     // A blocked guest is destroyed too.
     match make("blocker", 512, &image, "role=blocker") {
         Ok(b) => {
+            let hv = ts::domain_info(b.domid)
+                .map(|i| i.hv_build_cycles)
+                .unwrap_or(0);
+            println!(
+                "domctl: create+populate+build of a 512-page guest: {} TSC cycles ({hv} in hv-core)",
+                b.cycles
+            );
             t.check(
                 ts::domain_unpause(b.domid).is_ok(),
                 format_args!("unpause the blocker"),
