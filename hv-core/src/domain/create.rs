@@ -366,7 +366,7 @@ fn release_fresh(fresh: &[Mfn], owner: Owner) {
 
 /// Step 3 (TS-4): lays `bytes` (an ELF image) into the populated domain with
 /// the builder, validates the start-of-day page tables and gives vCPU 0 its
-/// entry context. The domain stays paused. Returns the image's entry point.
+/// entry context. The domain stays paused.
 pub fn domain_build(domid: DomId, bytes: &[u8], cmdline: &str) -> Result<(), Refusal> {
     let t0 = rdtsc();
     let image = ElfImage::parse(bytes).map_err(|e| Refusal::new(Errno::EINVAL, format!("{e}")))?;
