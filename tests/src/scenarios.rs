@@ -384,6 +384,8 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("'spinner': 1 frames stay until other domains unmap their grants"),
             Expect::Line("(d0) domctl: the mapped frame stays until domain 0 unmaps it: ok"),
             Expect::Line("'blocker': destroyed by d0"),
+            Expect::Line("shutdown requested by the toolstack: powering off"),
+            Expect::Line("'polite': shut down (poweroff)"),
             Expect::Line("(d0) test result: domctl: SUCCESS"),
             Expect::Line("audit: ok"),
             Expect::Absent("audit: FAILED"),

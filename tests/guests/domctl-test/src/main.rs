@@ -127,6 +127,9 @@ fn spinner(grant: bool) {
 }
 
 fn blocker() {
+    if let Err(e) = pv_guest_kit::events::power_off_on_shutdown_request() {
+        panic!("binding VIRQ_SHUTDOWN_REQUEST: {e}");
+    }
     println!("blocker: blocking");
     pv_guest_kit::console::flush();
     loop {
@@ -714,6 +717,48 @@ fn toolstack() {
     t.check(
         free_pages() == baseline,
         format_args!("free memory back to the baseline after the blocker"),
+    );
+
+    // A polite shutdown (TS-7): a guest that bound VIRQ_SHUTDOWN_REQUEST
+    // powers itself off.
+    match make("polite", 512, &image, "role=blocker") {
+        Ok(b) => {
+            t.check(
+                ts::domain_unpause(b.domid).is_ok(),
+                format_args!("unpause the polite guest"),
+            );
+            let blocked = wait_for(10 * SECOND, || {
+                console_text(b.domid).is_ok_and(|(text, _)| contains(&text, b"blocker: blocking"))
+            });
+            t.check(blocked, format_args!("the polite guest runs"));
+            t.refused(
+                "shutdown with a bad reason",
+                ts::domain_shutdown(b.domid, 77),
+                Errno::EINVAL,
+            );
+            t.refused(
+                "shutdown of itself",
+                ts::domain_shutdown(0, 0),
+                Errno::EPERM,
+            );
+            t.check(
+                ts::domain_shutdown(b.domid, 0).is_ok(),
+                format_args!("shutdown request sent"),
+            );
+            let state = wait_for(
+                10 * SECOND,
+                || !matches!(ts::domain_info(b.domid), Ok(i) if i.domid == b.domid && i.state != hypercall_abi::domctl::DOMAIN_STATE_SHUTDOWN),
+            );
+            t.check(
+                state && wait_gone(b.domid),
+                format_args!("it shut itself down and was reaped"),
+            );
+        }
+        Err((e, _)) => t.fail(format_args!("build the polite guest: {e}")),
+    }
+    t.check(
+        free_pages() == baseline,
+        format_args!("free memory back to the baseline after the polite shutdown"),
     );
 
     let mut log = [0u8; 4096];
