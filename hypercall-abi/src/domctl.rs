@@ -65,8 +65,8 @@ pub const DOMAIN_STATE_RUNNING: u32 = 0;
 pub const DOMAIN_STATE_SHUTDOWN: u32 = 1;
 /// `DomainInfo.state`: crashed (killed by the hypervisor for a fault it could not deliver).
 pub const DOMAIN_STATE_CRASHED: u32 = 2;
-/// `DomainInfoV2.state` (and `DomainInfo.state` since 0.6): alive but paused
-/// by the toolstack, or created and not yet unpaused.
+/// `DomainInfoV2.state`: alive but paused by the toolstack, or created and
+/// not yet unpaused (`DomainInfo.state` says `RUNNING` for it, as in 0.5).
 pub const DOMAIN_STATE_PAUSED: u32 = 3;
 
 /// OUT of `DOMCTL_GET_INFO`, `[HV]`.

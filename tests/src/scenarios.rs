@@ -408,7 +408,12 @@ pub(crate) static ALL: &[Scenario] = &[
             // The guest's lines still reach the serial console as (dN) lines.
             Expect::Line("spinner: input `hello spinner`"),
             Expect::Line("'spinner': destroyed by d0"),
+            // Destroyed while domain 0 mapped its grant: that frame waits.
+            Expect::Line("'spinner': 1 frames stay until other domains unmap their grants"),
+            Expect::Line("(d0) domctl: the mapped frame stays until domain 0 unmaps it: ok"),
             Expect::Line("'blocker': destroyed by d0"),
+            Expect::Line("shutdown requested by the toolstack: powering off"),
+            Expect::Line("'polite': shut down (poweroff)"),
             Expect::Line("(d0) test result: domctl: SUCCESS"),
             Expect::Line("audit: ok"),
             Expect::Absent("audit: FAILED"),

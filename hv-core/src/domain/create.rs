@@ -101,6 +101,10 @@ fn not_enough_memory(wanted_pages: u64, free_pages: u64) -> Refusal {
     )
 }
 
+/// Heap bytes [`domain_create`] leaves for everything else (P2Ms, event
+/// channels, grant tracking, images being built).
+const HEAP_RESERVE: usize = 512 * 1024;
+
 /// What [`domain_create`] makes (TS-2; boot modules fill it from their string).
 pub struct DomainSpec<'a> {
     pub name: &'a str,
@@ -127,6 +131,17 @@ pub const DRIVER_CAPABILITIES: Capabilities = Capabilities::CONSOLE_READ
 /// frames (`ENOMEM`).
 pub fn domain_create(spec: &DomainSpec<'_>) -> Result<DomId, Refusal> {
     let t0 = rdtsc();
+    // vCPU stacks and structures are allocated infallibly: refuse up front
+    // when they would eat into the heap's reserve (TS-2).
+    let need = (spec.vcpus as usize)
+        .saturating_mul(super::table::KSTACK_SIZE + core::mem::size_of::<Vcpu>() + 64)
+        .saturating_add(CONSOLE_RING_SIZE as usize + core::mem::size_of::<Domain>() + 4096);
+    if crate::mm::heap::available_bytes() < need.saturating_add(HEAP_RESERVE) {
+        return Err(Refusal::new(
+            Errno::ENOMEM,
+            "out of hypervisor heap for its vCPUs",
+        ));
+    }
     let mut console_buf: Vec<u8> = Vec::new();
     if console_buf
         .try_reserve_exact(CONSOLE_RING_SIZE as usize)
@@ -351,7 +366,7 @@ fn release_fresh(fresh: &[Mfn], owner: Owner) {
 
 /// Step 3 (TS-4): lays `bytes` (an ELF image) into the populated domain with
 /// the builder, validates the start-of-day page tables and gives vCPU 0 its
-/// entry context. The domain stays paused. Returns the image's entry point.
+/// entry context. The domain stays paused.
 pub fn domain_build(domid: DomId, bytes: &[u8], cmdline: &str) -> Result<(), Refusal> {
     let t0 = rdtsc();
     let image = ElfImage::parse(bytes).map_err(|e| Refusal::new(Errno::EINVAL, format!("{e}")))?;

@@ -108,7 +108,12 @@ fn get_info(domid: u64, buf: u64) -> Result<u64, Errno> {
         let table = DOMAINS.lock();
         let first = target(domid)?;
         let (_, d) = table.domains.range(first..).next().ok_or(Errno::ESRCH)?;
-        let (state, shutdown_reason) = state_code(d);
+        // Version 1 keeps its 0.5 meaning: a live domain is RUNNING, paused
+        // or not (a minor bump does not change what exists).
+        let (state, shutdown_reason) = match state_code(d) {
+            (DOMAIN_STATE_PAUSED, r) => (DOMAIN_STATE_RUNNING, r),
+            other => other,
+        };
         DomainInfo {
             domid: d.id,
             state,
@@ -213,6 +218,15 @@ fn create(buf: u64) -> Result<u64, Errno> {
     Ok(u64::from(domid))
 }
 
+/// `len` zero bytes on the hypervisor heap (`ENOMEM` if it is exhausted).
+fn heap_bytes(len: u64) -> Result<Vec<u8>, Errno> {
+    let len = usize::try_from(len).map_err(|_| Errno::ENOMEM)?;
+    let mut bytes: Vec<u8> = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| Errno::ENOMEM)?;
+    bytes.resize(len, 0);
+    Ok(bytes)
+}
+
 /// Copies a one-line reason into the caller's `err` buffer (cut to fit) and
 /// the struct back with `err_written`; returns `errno`.
 fn build_failed(buf: u64, mut arg: DomctlBuild, errno: Errno, why: &str) -> Errno {
@@ -250,10 +264,10 @@ fn build(domid: DomId, buf: u64) -> Result<u64, Errno> {
             "command line longer than 1023 bytes",
         ));
     }
-    let mut cmdline = [0u8; BUILD_CMDLINE_MAX as usize];
-    let cmdline = &mut cmdline[..arg.cmdline_len as usize];
-    copy_from_guest(cmdline, GuestRange::new(arg.cmdline, arg.cmdline_len)?)?;
-    let Some(cmdline) = core::str::from_utf8(cmdline)
+    // Buffers on the heap: this runs on the caller's 16 KiB vCPU stack.
+    let mut cmdline = heap_bytes(arg.cmdline_len)?;
+    copy_from_guest(&mut cmdline, GuestRange::new(arg.cmdline, arg.cmdline_len)?)?;
+    let Some(cmdline) = core::str::from_utf8(&cmdline)
         .ok()
         .filter(|s| !s.contains('\0'))
     else {
@@ -267,8 +281,8 @@ fn build(domid: DomId, buf: u64) -> Result<u64, Errno> {
     // Only the bytes the loader reads are copied in (headers, segments and
     // notes; not section headers or debug info).
     let image_range = GuestRange::new(arg.image, arg.image_len)?;
-    let mut head = [0u8; 4096];
-    let head_len = arg.image_len.min(head.len() as u64);
+    let head_len = arg.image_len.min(4096);
+    let mut head = heap_bytes(head_len)?;
     copy_from_guest(
         &mut head[..head_len as usize],
         GuestRange::new(image_range.va(), head_len)?,
@@ -334,11 +348,7 @@ fn read_stream(
     let mut arg: DomctlRead = read_obj(buf)?;
     let want = arg.buf_len.min(DOMCTL_XFER_MAX);
     let dst = GuestRange::new(arg.buf, want)?;
-    let mut bytes: Vec<u8> = Vec::new();
-    bytes
-        .try_reserve_exact(want as usize)
-        .map_err(|_| Errno::ENOMEM)?;
-    bytes.resize(want as usize, 0);
+    let mut bytes = heap_bytes(want)?;
     let chunk = fill(arg.offset, &mut bytes)?;
     let len = chunk.len.min(want);
     copy_to_guest(GuestRange::new(dst.va(), len)?, &bytes[..len as usize])?;
@@ -367,11 +377,7 @@ fn bytes_in(buf: u64) -> Result<Vec<u8>, Errno> {
     let arg: DomctlBytes = read_obj(buf)?;
     let len = arg.len.min(DOMCTL_XFER_MAX);
     let src = GuestRange::new(arg.buf, len)?;
-    let mut bytes: Vec<u8> = Vec::new();
-    bytes
-        .try_reserve_exact(len as usize)
-        .map_err(|_| Errno::ENOMEM)?;
-    bytes.resize(len as usize, 0);
+    let mut bytes = heap_bytes(len)?;
     copy_from_guest(&mut bytes, src)?;
     Ok(bytes)
 }
@@ -402,11 +408,7 @@ fn mgmt_read(buf: u64) -> Result<u64, Errno> {
     let arg: DomctlBytes = read_obj(buf)?;
     let want = arg.len.min(DOMCTL_XFER_MAX);
     let dst = GuestRange::new(arg.buf, want)?;
-    let mut bytes: Vec<u8> = Vec::new();
-    bytes
-        .try_reserve_exact(want as usize)
-        .map_err(|_| Errno::ENOMEM)?;
-    bytes.resize(want as usize, 0);
+    let mut bytes = heap_bytes(want)?;
     let n = crate::console::mgmt_read(&mut bytes);
     copy_to_guest(GuestRange::new(dst.va(), n as u64)?, &bytes[..n])?;
     Ok(n as u64)

@@ -15,6 +15,9 @@
 //! - No spin lock is held across `arch::switch::switch`.
 //! - A pCPU loads the idle page tables before it parks a vCPU for the idle
 //!   context, so a dead domain's tables are never live when they are freed.
+//! - A vCPU of a paused domain (SPEC TS-5) is never picked: it is filed as
+//!   not runnable when it leaves a pCPU (at the kick `domain_pause` sends),
+//!   and `domain_unpause` wakes the ones that are neither blocked nor down.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};

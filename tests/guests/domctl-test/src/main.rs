@@ -41,7 +41,7 @@ fn kmain(si: &'static StartInfo) {
     match args.get("role").unwrap_or("") {
         "toolstack" => toolstack(),
         "unprivileged" => unprivileged(),
-        "spinner" => spinner(),
+        "spinner" => spinner(args.get("grant").is_some()),
         "blocker" => blocker(),
         other => panic!("unknown role `{other}`"),
     }
@@ -57,15 +57,25 @@ fn raw_domctl(op: u64, domid: u64, buf: u64) -> Result<u64, Errno> {
     Errno::check(ret)
 }
 
-/// Yields until `ns` of system time have passed.
-fn sleep_ns(ns: u64) {
+/// Yields until `ns` of system time have passed (keeps the vCPU running:
+/// the spinner wants to be on its pCPU when it is paused or destroyed).
+fn spin_ns(ns: u64) {
     let until = now_ns().saturating_add(ns);
     while now_ns() < until {
         sched_yield();
     }
 }
 
-/// Yields until `cond` holds or `timeout_ns` passes; returns whether it held.
+/// Blocks for `ns` on this vCPU's timer (a toolstack polling in a tight loop
+/// would keep the domain table lock busy for everyone else).
+fn sleep_ns(ns: u64) {
+    if let Err(e) = pv_guest_kit::time::sleep_ns(0, ns) {
+        panic!("sleep: {e}");
+    }
+}
+
+/// Checks `cond` every 0.2 ms until it holds or `timeout_ns` passes; returns
+/// whether it held.
 fn wait_for(timeout_ns: u64, mut cond: impl FnMut() -> bool) -> bool {
     let until = now_ns().saturating_add(timeout_ns);
     loop {
@@ -75,14 +85,32 @@ fn wait_for(timeout_ns: u64, mut cond: impl FnMut() -> bool) -> bool {
         if now_ns() > until {
             return false;
         }
-        sched_yield();
+        sleep_ns(200_000);
     }
 }
 
 const SECOND: u64 = 1_000_000_000;
 
-fn spinner() {
+/// The marker the spinner writes into the frame it grants to domain 0.
+const GRANT_MARKER: u64 = 0x5a5a_1234_dead_beef;
+
+fn spinner(grant: bool) {
     println!("spinner: up");
+    if grant {
+        // A frame domain 0 maps, so that it is destroyed mid-I/O (TS-6).
+        let mut table = pv_guest_kit::grants::GrantTable::setup(1)
+            .unwrap_or_else(|e| panic!("grant table: {e}"));
+        let mut frame =
+            pv_guest_kit::mm::Frame::alloc_zeroed().unwrap_or_else(|e| panic!("frame: {e:?}"));
+        frame.write_u64(0, GRANT_MARKER);
+        let gref = table
+            .grant_access(0, frame.mfn(), false)
+            .unwrap_or_else(|e| panic!("grant: {e}"));
+        println!("spinner: granted gref {gref}");
+        // Both stay for the rest of its life.
+        core::mem::forget(table);
+        core::mem::forget(frame);
+    }
     let mut input = [0u8; 64];
     let mut n = 0u64;
     loop {
@@ -94,11 +122,14 @@ fn spinner() {
                 println!("spinner: input `{}`", text.trim_end());
             }
         }
-        sleep_ns(2_000_000);
+        spin_ns(2_000_000);
     }
 }
 
 fn blocker() {
+    if let Err(e) = pv_guest_kit::events::power_off_on_shutdown_request() {
+        panic!("binding VIRQ_SHUTDOWN_REQUEST: {e}");
+    }
     println!("blocker: blocking");
     pv_guest_kit::console::flush();
     loop {
@@ -221,6 +252,13 @@ fn console_text(domid: DomId) -> Result<(Vec<u8>, u64), Errno> {
             return Ok((out, first_start.unwrap_or(0)));
         }
     }
+}
+
+/// The first u64 of a granted frame mapped at `va`.
+fn read_marker(va: u64) -> u64 {
+    // SAFETY: `va` is a page mapped by a grant mapping this domain holds; it is
+    // only read, through a raw volatile access (no Rust reference to it).
+    unsafe { core::ptr::read_volatile(va as *const u64) }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -457,11 +495,51 @@ fn toolstack() {
         format_args!("free memory back to the baseline after the refusals"),
     );
 
+    // Empty 32-vCPU domains until the hypervisor heap says no: ENOMEM, not
+    // a hypervisor out-of-memory; then they all go.
+    let mut many: Vec<DomId> = Vec::new();
+    let last = loop {
+        let name = alloc::format!("heap-{}", many.len());
+        let cfg = NewDomain {
+            name: &name,
+            max_pages: 1,
+            vcpus: 32,
+            weight: 0,
+            cap_percent: 0,
+        };
+        match ts::domain_create(&cfg) {
+            Ok(id) if many.len() < 64 => many.push(id),
+            Ok(id) => {
+                many.push(id);
+                break Ok(());
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    println!(
+        "domctl: {} empty 32-vCPU domains before {last:?}",
+        many.len()
+    );
+    t.check(
+        last == Err(Errno::ENOMEM) && !many.is_empty(),
+        format_args!("the hypervisor heap runs out with ENOMEM"),
+    );
+    for &id in &many {
+        t.check(
+            ts::domain_destroy(id).is_ok() && wait_gone(id),
+            format_args!("destroy empty domain {id}"),
+        );
+    }
+    t.check(
+        free_pages() == baseline,
+        format_args!("free memory back to the baseline after the heap test"),
+    );
+
     // A guest built at run time, running on the other pCPU.
     let pages = 1024;
     let Some(g) = t.setup(
         "build the spinner",
-        make("spinner", pages, &image, "role=spinner").map_err(|(e, msg)| {
+        make("spinner", pages, &image, "role=spinner grant=1").map_err(|(e, msg)| {
             alloc::format!("{e}: {}", core::str::from_utf8(&msg).unwrap_or("?"))
         }),
     ) else {
@@ -507,6 +585,33 @@ fn toolstack() {
                 .is_ok_and(|(text, _)| contains(&text, b"spinner: input `hello spinner`"))
         }),
         format_args!("the spinner echoes its input"),
+    );
+
+    // Map the frame it granted, as a backend would.
+    let gref = console_text(g.domid).ok().and_then(|(text, _)| {
+        let at = text
+            .windows(21)
+            .position(|w| w == b"spinner: granted gref")?;
+        let digits: Vec<u8> = text[at + 22..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        core::str::from_utf8(&digits).ok()?.parse::<u32>().ok()
+    });
+    let mapping = gref.and_then(|gref| {
+        let va = pv_guest_kit::mm::reserve_va(1).ok()?.start();
+        pv_guest_kit::grants::map(g.domid, gref, va, false).ok()
+    });
+    t.check(
+        mapping
+            .as_ref()
+            .is_some_and(|m| read_marker(m.va()) == GRANT_MARKER),
+        format_args!("domain 0 maps the spinner's grant {gref:?}"),
+    );
+    t.check(
+        ts::domain_info(g.domid).is_ok_and(|i| i.grant_entries_in_use == 1),
+        format_args!("info counts its mapped grant entry"),
     );
 
     // Pause: output stops (it runs on another pCPU: the kick must stop it).
@@ -559,6 +664,17 @@ fn toolstack() {
         rdtsc() - t_destroy
     );
     t.check(gone, format_args!("the destroyed spinner is reaped"));
+    if let Some(m) = mapping {
+        // The granted frame outlives its owner while domain 0 maps it.
+        t.check(
+            free_pages() == baseline - 1 && read_marker(m.va()) == GRANT_MARKER,
+            format_args!("the mapped frame stays until domain 0 unmaps it"),
+        );
+        t.check(
+            m.unmap().is_ok(),
+            format_args!("domain 0 unmaps the dead domain's grant"),
+        );
+    }
     t.check(
         free_pages() == baseline,
         format_args!(
@@ -575,6 +691,13 @@ fn toolstack() {
     // A blocked guest is destroyed too.
     match make("blocker", 512, &image, "role=blocker") {
         Ok(b) => {
+            let hv = ts::domain_info(b.domid)
+                .map(|i| i.hv_build_cycles)
+                .unwrap_or(0);
+            println!(
+                "domctl: create+populate+build of a 512-page guest: {} TSC cycles ({hv} in hv-core)",
+                b.cycles
+            );
             t.check(
                 ts::domain_unpause(b.domid).is_ok(),
                 format_args!("unpause the blocker"),
@@ -594,6 +717,48 @@ fn toolstack() {
     t.check(
         free_pages() == baseline,
         format_args!("free memory back to the baseline after the blocker"),
+    );
+
+    // A polite shutdown (TS-7): a guest that bound VIRQ_SHUTDOWN_REQUEST
+    // powers itself off.
+    match make("polite", 512, &image, "role=blocker") {
+        Ok(b) => {
+            t.check(
+                ts::domain_unpause(b.domid).is_ok(),
+                format_args!("unpause the polite guest"),
+            );
+            let blocked = wait_for(10 * SECOND, || {
+                console_text(b.domid).is_ok_and(|(text, _)| contains(&text, b"blocker: blocking"))
+            });
+            t.check(blocked, format_args!("the polite guest runs"));
+            t.refused(
+                "shutdown with a bad reason",
+                ts::domain_shutdown(b.domid, 77),
+                Errno::EINVAL,
+            );
+            t.refused(
+                "shutdown of itself",
+                ts::domain_shutdown(0, 0),
+                Errno::EPERM,
+            );
+            t.check(
+                ts::domain_shutdown(b.domid, 0).is_ok(),
+                format_args!("shutdown request sent"),
+            );
+            let state = wait_for(
+                10 * SECOND,
+                || !matches!(ts::domain_info(b.domid), Ok(i) if i.domid == b.domid && i.state != hypercall_abi::domctl::DOMAIN_STATE_SHUTDOWN),
+            );
+            t.check(
+                state && wait_gone(b.domid),
+                format_args!("it shut itself down and was reaped"),
+            );
+        }
+        Err((e, _)) => t.fail(format_args!("build the polite guest: {e}")),
+    }
+    t.check(
+        free_pages() == baseline,
+        format_args!("free memory back to the baseline after the polite shutdown"),
     );
 
     let mut log = [0u8; 4096];
