@@ -446,8 +446,28 @@ fn bad_input(s: &Session, p: &Pvctl<'_>, config: &str, ticker: &Path, baseline: 
     let dup = p.create(&[config, "--name", "dup"])?;
     let line = p.refused(&["create", config, "--name", "dup"], "already exists")?;
     s.note(format!("refused: {line}"));
-    p.ok(&["destroy", &domid(&dup)?.to_string()])?;
-    p.back_to_baseline(baseline, "after the bad input")
+    // `shutdown`: the ticker powers itself off when asked.
+    let dup = domid(&dup)?;
+    p.ok(&["shutdown", "dup"])?;
+    s.wait_for(
+        &format!("(hv) d{dup} 'dup': shut down (poweroff)"),
+        Duration::from_secs(30),
+    )?;
+    s.note(format!(
+        "shutdown: d{dup} 'dup' powered itself off when asked"
+    ));
+    // A guest that ignores the request is destroyed after the grace time.
+    let deaf = domid(&p.create(&[config, "--name", "deaf", "--cmdline", "polite=0"])?)?;
+    wait_for_lines(s, &[deaf], "ticker: up", Duration::from_secs(60))?;
+    p.ok(&["shutdown", "deaf"])?;
+    s.wait_for(
+        &format!("toolstack: d{deaf} did not shut down in time: destroyed"),
+        Duration::from_secs(30),
+    )?;
+    s.note(format!(
+        "shutdown: d{deaf} 'deaf' ignored the request and was destroyed after 5 s"
+    ));
+    p.back_to_baseline(baseline, "after the bad input and the shutdowns")
 }
 
 /// The number after `key` in `line` (`received` in `… 20 sent, 7 received)`).

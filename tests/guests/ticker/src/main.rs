@@ -3,6 +3,9 @@
 //! little work every beat (so its CPU time grows), printing a heartbeat only
 //! every `print=` beats.
 //!
+//! It powers off when the toolstack asks it to shut down (TS-7), unless
+//! `polite=0`.
+//!
 //! Command line: `beat=<ms>` (default 1000), `print=<beats>` (default 30,
 //! 0 = never), `echo=1` (print console input it receives, TS-11), and
 //! `io=1`: instead of sleeping, connect the first disk and vif the toolstack
@@ -32,6 +35,11 @@ pv_guest_kit::entry!(kmain);
 fn kmain(si: &'static StartInfo) {
     println!("ticker: up (domain {}, {} pages)", si.domid, si.nr_pages);
     let args = Args::new(si.cmdline_str());
+    if args.get_u64("polite") != Some(0) {
+        if let Err(e) = events::power_off_on_shutdown_request() {
+            panic!("ticker: VIRQ_SHUTDOWN_REQUEST: {e}");
+        }
+    }
     if args.get_u64("io") == Some(1) {
         io_loop(si, args.get_u64("rounds").unwrap_or(50));
     }
