@@ -1696,6 +1696,7 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("toolstack: serving management protocol 1"),
             Expect::Line("toolstack: dropped a half-sent frame"),
             Expect::Line("(d0) toolstack: created d"),
+            Expect::Line("ticker: got \"hello from the host\""),
             Expect::Line("ticker: io running"),
             Expect::Line("ticker: io ok after 30 rounds"),
             Expect::Line("toolstack: pvctl asked to power the machine off"),

@@ -321,6 +321,7 @@ pub fn drive(s: &Session) -> Result<()> {
     s.note(format!("destroyed all {GUESTS}"));
     p.back_to_baseline(baseline, "after destroying the 50")?;
 
+    console_attach(s, &p, &config)?;
     bad_input(s, &p, &config, &ticker, baseline)?;
     io_destroy(s, &p, &ticker, baseline)?;
 
@@ -356,6 +357,64 @@ fn half_sent_frame(s: &Session, p: &Pvctl<'_>) -> Result<()> {
         "a client sent noise and 1000 bytes of a 3024-byte frame and went away; the next pvctl was answered {:.1} s later",
         started.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// `pvctl console` attached to a guest that echoes its input: what is typed
+/// reaches the guest, its output comes back, Ctrl-] detaches.
+fn console_attach(s: &Session, p: &Pvctl<'_>, config: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let id = domid(&p.create(&[config, "--name", "echo", "--cmdline", "beat=100 echo=1"])?)?;
+    wait_for_lines(s, &[id], "ticker: up", Duration::from_secs(60))?;
+    let mut child = Command::new(&p.bin)
+        .args(["console", "echo"])
+        .env("PVCTL_SOCKET", &p.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run pvctl console: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    stdin
+        .write_all(b"hello from the host\n")
+        .map_err(|e| format!("pvctl console stdin: {e}"))?;
+    let echoed = s.wait_for(
+        &format!("(d{id}) ticker: got \"hello from the host\""),
+        Duration::from_secs(30),
+    );
+    // Ctrl-] detaches (sent even if the echo did not come, so pvctl ends).
+    let _ = stdin.write_all(&[0x1d]);
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return Err("pvctl console did not detach on Ctrl-]".into());
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    echoed?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if !status.success()
+        || !out.contains("ticker: got \"hello from the host\"")
+        || !err.contains("detached")
+    {
+        return Err(format!(
+            "pvctl console: status {status}, output {out:?}, stderr {err:?}"
+        ));
+    }
+    s.note("console: typed a line into `pvctl console echo`, the guest echoed it, Ctrl-] detached");
+    p.ok(&["destroy", &id.to_string()])?;
     Ok(())
 }
 
