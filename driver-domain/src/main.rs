@@ -15,6 +15,10 @@
 //! bridge also holds the virtio-net NIC (no self-test either), so guests
 //! reach the outside.
 //!
+//! With `toolstack=1` it also runs the run-time toolstack ([`toolstack`]):
+//! it serves `pvctl` on the management UART, and stays up when no guest
+//! runs until `pvctl poweroff` asks it to end the machine.
+//!
 //! The drivers themselves are the `driver_domain` library (host-tested);
 //! this binary adds the hardware side ([`hw`]).
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -28,6 +32,7 @@ mod bench;
 mod devices;
 mod grant_dma;
 mod hw;
+mod toolstack;
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -80,12 +85,19 @@ fn kmain(si: &'static StartInfo) {
     };
     // The event only wakes the wait below, which re-checks the domains.
     events::set_handler(port, domain_exception);
-    let mut backends = backend::Backends::start(si, &config, disk, uplink);
-    backends.run_until(|| match other_domain_running(si.domid) {
-        Ok(running) => !running,
-        Err(err) => panic!("driver: cannot list domains: {err}"),
-    });
-    println!("driver: no guests left, powering off");
+    let run_toolstack = flag("toolstack");
+    let mut backends = backend::Backends::start(si, &config, disk, uplink, run_toolstack);
+    if run_toolstack {
+        let mut toolstack = toolstack::Toolstack::start(si.domid);
+        backends.run_until(Some(&mut toolstack), || false);
+        println!("driver: powering off as pvctl asked");
+    } else {
+        backends.run_until(None, || match other_domain_running(si.domid) {
+            Ok(running) => !running,
+            Err(err) => panic!("driver: cannot list domains: {err}"),
+        });
+        println!("driver: no guests left, powering off");
+    }
     shutdown(SHUTDOWN_POWEROFF);
 }
 

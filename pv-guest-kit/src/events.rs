@@ -185,6 +185,23 @@ pub fn bind_virq(virq: u32) -> Result<Port, Errno> {
     hypercall::evtchn_bind_virq(virq, 0)
 }
 
+/// Powers this domain off when the toolstack asks it to (`DOMCTL_SHUTDOWN`
+/// raises `VIRQ_SHUTDOWN_REQUEST`, SPEC TS-7): binds that VIRQ with a handler
+/// that says so on the console and shuts down (`SHUTDOWN_POWEROFF`). A guest
+/// that does not call this ignores such requests (the toolstack then
+/// destroys it after a timeout). Returns the port.
+pub fn power_off_on_shutdown_request() -> Result<Port, Errno> {
+    let port = bind_virq(hypercall_abi::evtchn::VIRQ_SHUTDOWN_REQUEST)?;
+    set_handler(port, shutdown_requested);
+    Ok(port)
+}
+
+fn shutdown_requested(_port: Port) {
+    // The console re-enters safely from an upcall (console module invariants).
+    crate::println!("shutdown requested by the toolstack: powering off");
+    crate::hypercall::shutdown(hypercall_abi::sched::SHUTDOWN_POWEROFF)
+}
+
 /// `EVTCHNOP_BIND_IPI` to vCPU 0: sends on the port notify this domain.
 pub fn bind_ipi() -> Result<Port, Errno> {
     ensure_init();

@@ -214,8 +214,10 @@ pub fn console_write(bytes: &[u8]) -> Result<usize, Errno> {
 }
 
 /// `console_io(CONSOLE_READ)` (HC-11): reads pending console input into `buf`
-/// without blocking; returns the number of bytes read (possibly 0). Needs the
-/// `CONSOLE_READ` capability (`-EPERM` otherwise).
+/// without blocking; returns the number of bytes read (possibly 0). A domain
+/// with the `CONSOLE_READ` capability reads the serial console; since ABI 0.6
+/// every other domain reads its own input queue, filled by the toolstack
+/// (TS-11; before 0.6 they got `-EPERM`).
 pub fn console_read(buf: &mut [u8]) -> Result<usize, Errno> {
     let len = buf.len().min(CONSOLE_IO_MAX as usize);
     // SAFETY: `buf` is valid for writes of `len <= buf.len()` bytes and nothing

@@ -236,13 +236,44 @@ mod tests {
     fn every_scenario_starts_with_the_driver_domain() {
         for s in scenarios() {
             let first = s.modules.first().expect("scenario without modules");
+            // `domctl` tests the toolstack hypercalls from a domain 0 that is
+            // only that test (it gets the driver domain's capabilities).
             assert!(
-                matches!(first.image, Image::Guest("driver-domain")),
+                matches!(first.image, Image::Guest("driver-domain"))
+                    || (s.name == "domctl" && matches!(first.image, Image::Guest("domctl-test"))),
                 "{}: module 1 must be the driver domain",
                 s.name
             );
             assert!(s.smp >= 1 && s.mem_mib >= 16 && s.timeout_secs > 0);
             assert!(!s.expect.is_empty(), "{}: no expectations", s.name);
+        }
+    }
+
+    #[test]
+    fn domain_names_are_unique_within_a_scenario() {
+        // hv-core refuses a second domain with a name in use (SPEC TS-2),
+        // boot modules included.
+        for s in scenarios() {
+            let mut names: Vec<String> = Vec::new();
+            for m in s.modules {
+                let params = m.args.split(" -- ").next().unwrap_or("");
+                let name = params
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("name="))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| match m.image {
+                        Image::Guest(bin) => bin.to_owned(),
+                        Image::Derived { file_name, .. } => {
+                            file_name.trim_end_matches(".elf").to_owned()
+                        }
+                    });
+                assert!(
+                    !names.contains(&name),
+                    "{}: two domains named {name}",
+                    s.name
+                );
+                names.push(name);
+            }
         }
     }
 

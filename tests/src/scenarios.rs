@@ -174,6 +174,34 @@ const NET_BENCH_NIC: &[&str] = &[
     "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
 ];
 
+/// The toolstack scenarios' modules: the driver domain running its toolstack
+/// (it stays up until `pvctl poweroff`) with a 4 MiB RAM disk to cut guest
+/// disks from, and the images the host driver creates guests from, held by
+/// hv-core rather than started (`hold`, TS-14) — listed so xtask builds them.
+const TOOLSTACK_MODULES: &[Module] = &[
+    Module {
+        image: Image::Guest("driver-domain"),
+        args: "name=driver mem=32M -- toolstack=1 disk=4",
+    },
+    Module {
+        image: Image::Guest("ticker"),
+        args: "name=ticker-image hold",
+    },
+    Module {
+        image: Image::Guest("abi-mismatch"),
+        args: "name=abi-image hold",
+    },
+];
+
+/// The management UART (COM2) as a unix socket in the scratch directory,
+/// which `pvctl --socket` reaches; COM1 stays on stdio.
+const TOOLSTACK_QEMU: &[&str] = &[
+    "-chardev",
+    "socket,id=mgmt,path={scratch}/mgmt.sock,server=on,wait=off",
+    "-serial",
+    "chardev:mgmt",
+];
+
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
     Module {
@@ -395,6 +423,59 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(hv) module 8 'unknown': refused: unknown parameter `frobnicate`"),
             Expect::Line("(d1) Hello from ok"),
             Expect::Line("(hv) d1 'ok': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "domctl",
+        about: "Domain 0 builds guests at run time (create, populate, build, unpause) from a held boot module, reads their consoles, pauses, destroys them mid-run and blocked; free memory returns to the frame; bad images, memory, names and domids are refused",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: &[
+            Module {
+                image: Image::Guest("domctl-test"),
+                args: "name=toolstack mem=32M -- role=toolstack",
+            },
+            Module {
+                image: Image::Guest("domctl-test"),
+                args: "name=unprivileged mem=8M -- role=unprivileged",
+            },
+            Module {
+                image: Image::Guest("domctl-test"),
+                args: "name=image hold",
+            },
+            Module {
+                image: Image::Guest("abi-mismatch"),
+                args: "name=future hold",
+            },
+        ],
+        smp: 2,
+        mem_mib: 256,
+        // COM2 for the management UART (TS-13), its output discarded.
+        qemu_args: &["-serial", "null"],
+        disks: &[],
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) management UART: COM2 (0x2f8) found"),
+            Expect::Line("(hv) module 3 'image': held for the toolstack"),
+            Expect::Line("(hv) module 4 'future': held for the toolstack"),
+            Expect::Line("(d1) test result: domctl-unprivileged: SUCCESS"),
+            Expect::Line("(d0) domctl: non-ELF image refused: not an ELF file"),
+            Expect::Line("(d0) domctl: ABI-mismatch image refused: ABI 99.0 is not supported"),
+            Expect::Line("(d0) domctl: create+populate+build of a 1024-page guest:"),
+            // The guest's lines still reach the serial console as (dN) lines.
+            Expect::Line("spinner: input `hello spinner`"),
+            Expect::Line("'spinner': destroyed by d0"),
+            // Destroyed while domain 0 mapped its grant: that frame waits.
+            Expect::Line("'spinner': 1 frames stay until other domains unmap their grants"),
+            Expect::Line("(d0) domctl: the mapped frame stays until domain 0 unmaps it: ok"),
+            Expect::Line("'blocker': destroyed by d0"),
+            Expect::Line("shutdown requested by the toolstack: powering off"),
+            Expect::Line("'polite': shut down (poweroff)"),
+            Expect::Line("(d0) test result: domctl: SUCCESS"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("audit: FAILED"),
+            Expect::Absent("(hv) PANIC"),
         ],
     },
     Scenario {
@@ -1990,6 +2071,51 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(d0) dd: dma-attack: all checks passed"),
             Expect::Absent("(hv) PANIC"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+        ],
+    },
+    Scenario {
+        name: "toolstack",
+        about: "pvctl on the host drives the driver domain's toolstack over the management socket: 50 guests created from a config, listed, watched and destroyed with free memory back to the frame; a guest destroyed mid disk and net I/O; bad input refused with one line each; poweroff",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: TOOLSTACK_MODULES,
+        smp: 1,
+        mem_mib: 512,
+        qemu_args: TOOLSTACK_QEMU,
+        disks: &[],
+        timeout_secs: 900,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("toolstack: serving management protocol 1"),
+            Expect::Line("toolstack: dropped a half-sent frame"),
+            Expect::Line("(d0) toolstack: created d"),
+            Expect::Line("ticker: got \"hello from the host\""),
+            Expect::Line("ticker: io running"),
+            Expect::Line("ticker: io ok after 30 rounds"),
+            Expect::Line("toolstack: pvctl asked to power the machine off"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("audit: FAILED"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "toolstack-bench",
+        about: "pvctl creates a minimal guest 10 times; the driver domain times create to first console line, split into toolstack and hypervisor time, and prints BENCH lines",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE,
+        modules: TOOLSTACK_MODULES,
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: TOOLSTACK_QEMU,
+        disks: &[],
+        timeout_secs: 600,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("BENCH name=create_to_first_output_us"),
+            Expect::Line("BENCH name=create_toolstack_us"),
+            Expect::Line("BENCH name=create_hypervisor_us"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("(hv) PANIC"),
         ],
     },
 ];

@@ -79,6 +79,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for(benches.iter().copied()))?;
+        kernels::build_host_tools(&ws)?;
     }
 
     let options = BootOptions {
@@ -88,6 +89,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         mem_mib: None,
         timeout_secs: args.timeout,
         echo: false,
+        serve_pvctl: false,
     };
     let mut rows = Vec::new();
     let mut all_passed = true;

@@ -39,6 +39,40 @@ pub struct BootOptions {
     pub timeout_secs: Option<u64>,
     /// Serial on the terminal as it arrives.
     pub echo: bool,
+    /// Interactive `cargo xtask run`: the driver domain runs its toolstack
+    /// (`toolstack=1`: it stays up until `pvctl poweroff`) and the management
+    /// UART is a unix socket in the scratch directory ([`mgmt_socket`]).
+    pub serve_pvctl: bool,
+}
+
+/// QEMU arguments that make the management UART (COM2) a unix socket in the
+/// scratch directory, the second serial port (COM1 stays stdio).
+pub const MGMT_QEMU_ARGS: [&str; 4] = [
+    "-chardev",
+    "socket,id=mgmt,path={scratch}/mgmt.sock,server=on,wait=off",
+    "-serial",
+    "chardev:mgmt",
+];
+
+/// The management socket of `scenario` (absolute).
+pub fn mgmt_socket(ws: &Workspace, scenario: &Scenario) -> PathBuf {
+    ws.abs(&ws.scratch_dir(scenario.name).join("mgmt.sock"))
+}
+
+/// The driver domain's module arguments with `toolstack=1` added to its own
+/// command line (after `--`), and a 4 MiB RAM disk to cut guest disks from
+/// unless it names its disk.
+fn with_toolstack(args: &str) -> String {
+    let disk = if args.contains("disk=") {
+        ""
+    } else {
+        " disk=4"
+    };
+    if args.contains("--") {
+        format!("{} toolstack=1{disk}", args.trim_end())
+    } else {
+        format!("{} -- toolstack=1{disk}", args.trim_end())
+    }
 }
 
 /// A finished, judged boot.
@@ -63,16 +97,32 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         .into());
     }
     let host_port = host_port_for(scenario)?;
+    let driver_args = match scenario.modules.first() {
+        Some(m) if options.serve_pvctl => with_toolstack(m.args),
+        Some(m) => m.args.to_owned(),
+        None => String::new(),
+    };
     let mut modules = Vec::with_capacity(scenario.modules.len());
-    for module in scenario.modules {
+    for (i, module) in scenario.modules.iter().enumerate() {
         let path = module_image(ws, scenario, &module.image)?;
-        modules.push((path, expand_host_port(module.args, host_port)));
+        let args = if i == 0 {
+            driver_args.as_str()
+        } else {
+            module.args
+        };
+        modules.push((path, expand_host_port(args, host_port)));
     }
     let modules: Vec<(PathBuf, &str)> = modules
         .iter()
         .map(|(path, args)| (path.clone(), args.as_str()))
         .collect();
-    let extra_args = scenario_devices(ws, scenario, host_port)?;
+    let mut extra_args = scenario_devices(ws, scenario, host_port)?;
+    if options.serve_pvctl && !scenario.qemu_args.iter().any(|a| a.contains("id=mgmt")) {
+        let dir = ws.scratch_dir(scenario.name);
+        std::fs::create_dir_all(ws.abs(&dir))
+            .map_err(|e| format!("cannot create {}: {e}", ws.abs(&dir).display()))?;
+        extra_args.extend(expand_scratch(&MGMT_QEMU_ARGS, &dir)?);
+    }
     Ok(Machine {
         accel: options.accel,
         icount: options.icount,
@@ -187,12 +237,13 @@ pub fn boot(
         echo: options.echo,
         kill_after: scenario.kill_after(),
         host: drive::driver_for(scenario.name).map(|driver| {
-            let session = Session::new(
+            let mut session = Session::new(
                 ws.root.clone(),
                 ws.abs(&ws.scratch_dir(scenario.name)),
                 machine.host_port.unwrap_or(0),
                 Arc::new(SerialFeed::default()),
             );
+            session.stays_up = options.serve_pvctl;
             (driver, session)
         }),
     })?;
@@ -382,6 +433,22 @@ mod tests {
     }
 
     #[test]
+    fn toolstack_goes_on_the_driver_domains_own_command_line() {
+        assert_eq!(
+            with_toolstack("name=driver mem=16M"),
+            "name=driver mem=16M -- toolstack=1 disk=4"
+        );
+        assert_eq!(
+            with_toolstack("name=driver mem=32M -- devices=1"),
+            "name=driver mem=32M -- devices=1 toolstack=1 disk=4"
+        );
+        assert_eq!(
+            with_toolstack("name=driver mem=32M -- disk=virtio-blk"),
+            "name=driver mem=32M -- disk=virtio-blk toolstack=1"
+        );
+    }
+
+    #[test]
     fn missing_hypervisor_says_to_build() {
         let ws = Workspace {
             root: std::env::temp_dir().join("xtask-no-such-workspace"),
@@ -394,6 +461,7 @@ mod tests {
             mem_mib: None,
             timeout_secs: None,
             echo: false,
+            serve_pvctl: false,
         };
         let Err(crate::Error::Failed(message)) = prepare(&ws, scenario, &options) else {
             panic!("expected a failure")

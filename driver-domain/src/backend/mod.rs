@@ -163,6 +163,9 @@ pub struct Backends {
     refused: BTreeMap<u32, u32>,
     va_pool: Vec<u64>,
     bounce: Bounce,
+    /// The disk `blk` views are cut from, once set up (the toolstack cuts
+    /// more at run time).
+    disk: Option<SharedStore>,
 }
 
 fn wake(_port: Port) {}
@@ -197,11 +200,14 @@ impl Backends {
     /// else a RAM disk) and creates the configured records (the boot-time
     /// toolstack, DEV-6), with `uplink` (the NIC `config.nic` named) on the
     /// bridge. Problems are reported and skipped.
+    /// With `keep_disk` (the run-time toolstack) the disk is set up even
+    /// when no boot-time guest has a `blk=` view of it.
     pub fn start(
         si: &StartInfo,
         config: &Config,
         device: Option<SharedStore>,
         uplink: Option<Uplink>,
+        keep_disk: bool,
     ) -> Backends {
         if let Err(e) = devbus::watch() {
             panic!("backend: cannot bind VIRQ_DEVBUS: {e}");
@@ -217,12 +223,13 @@ impl Backends {
             refused: BTreeMap::new(),
             va_pool: Vec::new(),
             bounce,
+            disk: None,
         };
-        backends.create_records(config, device);
+        backends.create_records(config, device, keep_disk);
         backends
     }
 
-    fn create_records(&mut self, config: &Config, device: Option<SharedStore>) {
+    fn create_records(&mut self, config: &Config, device: Option<SharedStore>, keep_disk: bool) {
         self.create_foreign_records(config);
         for n in &config.net {
             let mut mac = [0u8; 8];
@@ -245,7 +252,7 @@ impl Backends {
                 Err(e) => println!("toolstack: net for d{}: devbus create: {e}", n.frontend),
             }
         }
-        if config.blk.is_empty() {
+        if config.blk.is_empty() && !keep_disk {
             return;
         }
         let (disk, bench_name) = match (config.device, device) {
@@ -300,6 +307,7 @@ impl Backends {
                 runs[2]
             );
         }
+        self.disk = Some(disk.clone());
         for (index, b) in config.blk.iter().enumerate() {
             let view = match resolve(&disk, b.view) {
                 Ok(v) => v,
@@ -382,6 +390,64 @@ impl Backends {
                 ),
             }
         }
+    }
+
+    /// Resolves a disk view for a run-time domain (the toolstack checks every
+    /// disk before it creates anything).
+    pub fn resolve_view(&self, view: config::View) -> Result<View, &'static str> {
+        let disk = self
+            .disk
+            .as_ref()
+            .ok_or("the driver domain has no disk to cut views from")?;
+        resolve(disk, view)
+    }
+
+    /// Creates a blk record for `frontend` serving `view` (the run-time
+    /// toolstack's `disk =`); returns the record id.
+    pub fn add_disk(
+        &mut self,
+        frontend: DomId,
+        view: View,
+        readonly: bool,
+        handle: u32,
+    ) -> Result<u32, Errno> {
+        let create = DevbusCreate {
+            kind: DEVBUS_KIND_BLK,
+            backend: self.me,
+            frontend,
+            backend_handle: handle,
+            dev_flags: if readonly { DEVBUS_FLAG_READONLY } else { 0 },
+            sector_size: view.sector_size(),
+            sectors: view.units(),
+            ..DevbusCreate::default()
+        };
+        let id = devbus::create(&create)?;
+        self.served.insert(id, Served::Blk { view, readonly });
+        Ok(id)
+    }
+
+    /// Creates a net record for `frontend` with `mac` (the run-time
+    /// toolstack's `nic =`); returns the record id.
+    pub fn add_nic(&mut self, frontend: DomId, mac: [u8; 6]) -> Result<u32, Errno> {
+        let mut wire = [0u8; 8];
+        wire[..6].copy_from_slice(&mac);
+        let create = DevbusCreate {
+            kind: DEVBUS_KIND_NET,
+            backend: self.me,
+            frontend,
+            mac: wire,
+            ..DevbusCreate::default()
+        };
+        let id = devbus::create(&create)?;
+        self.served.insert(id, Served::Net { mac });
+        Ok(id)
+    }
+
+    /// Removes record `id` (a half-made domain's), ending its connection.
+    pub fn remove_record(&mut self, id: u32) {
+        self.disconnect(id, "the toolstack removed it");
+        let _ = devbus::destroy(id);
+        self.served.remove(&id);
     }
 
     /// A page of address space with an empty L1 entry, for a grant mapping.
@@ -597,6 +663,9 @@ impl Backends {
             .copied()
             .filter(|id| !mine.iter().any(|r| r.id == *id))
             .collect();
+        // What this domain served for records that are gone (their
+        // domains died and both sides closed, DEV-5).
+        self.served.retain(|id, _| mine.iter().any(|r| r.id == *id));
         for id in gone {
             if let Some(conn) = self.blk.remove(&id) {
                 self.teardown(conn);
@@ -631,10 +700,26 @@ impl Backends {
         }
     }
 
-    /// Serves every connection until `done()` holds, blocking in between.
-    pub fn run_until(&mut self, mut done: impl FnMut() -> bool) {
+    /// Serves every connection until `done()` holds (or the toolstack, if
+    /// there is one, is finished), blocking in between. The toolstack is
+    /// polled every round and wakes the loop with the vCPU timer when it
+    /// wants to be polled again (the management UART has no interrupt).
+    pub fn run_until(
+        &mut self,
+        mut toolstack: Option<&mut crate::toolstack::Toolstack>,
+        mut done: impl FnMut() -> bool,
+    ) {
         let mut seen = u64::MAX;
         loop {
+            if let Some(ts) = toolstack.as_deref_mut() {
+                if ts.poll(self) {
+                    continue;
+                }
+                if ts.finished() {
+                    self.close_all("the machine is powering off");
+                    return;
+                }
+            }
             let changes = devbus::changes();
             if changes != seen {
                 seen = changes;
@@ -664,6 +749,7 @@ impl Backends {
                 pv_guest_kit::hypercall::sched_yield();
                 continue;
             }
+            let wake = toolstack.as_deref().map(|ts| ts.arm_timer());
             let blk = &mut self.blk;
             let net = &mut self.net;
             let uplink = &self.uplink;
@@ -672,6 +758,7 @@ impl Backends {
                     || blk.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || net.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || uplink.as_ref().is_some_and(|u| u.nic.has_received())
+                    || wake.is_some_and(|w| w.fired())
                     || done()
             });
         }

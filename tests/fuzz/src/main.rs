@@ -7,7 +7,8 @@
 //! against a hostile peer, the ACPI table parsers ([`acpi_target`]), blkif
 //! and netif request checks and the devbus record table
 //! ([`device_targets`]), the `web` guest's HTTP request parser
-//! ([`http_target`]). Each target has a seed corpus; every iteration
+//! ([`http_target`]), the management protocol's frame decoder
+//! ([`mgmt_target`]). Each target has a seed corpus; every iteration
 //! takes a corpus entry, mutates it ([`mutate`]) and runs the target, which
 //! checks its invariants (panics on a violation). Inputs that parse are
 //! added to the corpus (up to a bound), so mutations explore from them.
@@ -22,6 +23,7 @@
 mod acpi_target;
 mod device_targets;
 mod http_target;
+mod mgmt_target;
 mod mutate;
 mod targets;
 

@@ -109,6 +109,12 @@ pub const ALL: &[Target] = &[
         dictionary: crate::device_targets::DEVBUS_DICTIONARY,
         run: crate::device_targets::devbus,
     },
+    Target {
+        name: "mgmt",
+        seeds: crate::mgmt_target::mgmt_seeds,
+        dictionary: crate::mgmt_target::MGMT_DICTIONARY,
+        run: crate::mgmt_target::mgmt,
+    },
 ];
 
 // ---------------------------------------------------------------- ELF

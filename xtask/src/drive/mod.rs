@@ -14,6 +14,8 @@
 pub mod net_bench;
 pub mod web;
 
+mod toolstack;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -28,6 +30,8 @@ pub fn driver_for(name: &str) -> Option<Driver> {
         "web" => Some(web::check),
         "demo" => Some(web::demo),
         "net-bench" => Some(net_bench::sink),
+        "toolstack" => Some(toolstack::drive),
+        "toolstack-bench" => Some(toolstack::bench),
         _ => None,
     }
 }
@@ -89,6 +93,9 @@ pub struct Session {
     pub root: PathBuf,
     /// The free host TCP port that `{host_port}` stood for in the QEMU arguments.
     pub host_port: u16,
+    /// The machine stays up for the user after the driver is done
+    /// (`cargo xtask run` serving pvctl): leave the guests running.
+    pub stays_up: bool,
     pub(crate) feed: Arc<SerialFeed>,
 }
 
@@ -99,6 +106,7 @@ impl Session {
             scratch,
             root,
             host_port,
+            stays_up: false,
             feed,
         }
     }
