@@ -71,6 +71,31 @@ mod serial_console {
 
     static SERIAL: crate::sync::Mutex<Option<Serial>> = crate::sync::Mutex::new(None);
 
+    /// hv-core's own log lines, as printed (TS-12). Lock order: after `SERIAL`.
+    static HV_LOG: crate::sync::Mutex<
+        crate::toolstack::StreamRing<[u8; hypercall_abi::domctl::HV_LOG_RING_SIZE as usize]>,
+    > = crate::sync::Mutex::new(crate::toolstack::StreamRing::new(
+        [0; hypercall_abi::domctl::HV_LOG_RING_SIZE as usize],
+    ));
+
+    /// Copies from hv-core's log ring (TS-12).
+    pub fn hv_log_read(
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<hypercall_abi::domctl::ConsoleChunk, hypercall_abi::Errno> {
+        HV_LOG.lock().read(offset, out)
+    }
+
+    /// Writes to the console and to the hv log ring.
+    struct Tee<'a>(&'a mut dyn Write);
+
+    impl Write for Tee<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            HV_LOG.lock().write(s.as_bytes());
+            self.0.write_str(s)
+        }
+    }
+
     struct Out<'a>(&'a mut Serial);
 
     impl Write for Out<'_> {
@@ -101,6 +126,42 @@ mod serial_console {
     /// Reads one byte of console input, if any is waiting.
     pub fn read_byte() -> Option<u8> {
         SERIAL.lock().as_mut().and_then(|s| s.read_byte())
+    }
+
+    /// The management UART (TS-13), if one answers at COM2.
+    static MGMT: crate::sync::Mutex<Option<crate::arch::serial::MgmtUart>> =
+        crate::sync::Mutex::new(None);
+
+    /// Probes and programs the management UART (at boot).
+    pub fn mgmt_init() -> bool {
+        let uart = crate::arch::serial::MgmtUart::probe();
+        let found = uart.is_some();
+        *MGMT.lock() = uart;
+        found
+    }
+
+    /// Bytes received on the management UART, without blocking.
+    pub fn mgmt_read(out: &mut [u8]) -> usize {
+        let mut guard = MGMT.lock();
+        let Some(uart) = guard.as_mut() else { return 0 };
+        let mut n = 0;
+        for slot in out.iter_mut() {
+            match uart.read_byte() {
+                Some(b) => {
+                    *slot = b;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
+    /// Sends what the management UART takes now; returns how many bytes.
+    pub fn mgmt_write(bytes: &[u8]) -> usize {
+        MGMT.lock()
+            .as_mut()
+            .map_or(0, |uart| uart.write_some(bytes))
     }
 
     /// Prints a domain's console line as `(d<domid>) <line>`.
@@ -136,6 +197,7 @@ mod serial_console {
                 return;
             }
             with_console(|out| {
+                let out = &mut Tee(out);
                 let _ = match record.level() {
                     log::Level::Info => writeln!(out, "(hv) {}", record.args()),
                     log::Level::Warn => writeln!(out, "(hv) warning: {}", record.args()),

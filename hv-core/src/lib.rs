@@ -31,5 +31,6 @@ pub mod platform;
 pub mod sched;
 pub mod sync;
 pub mod time;
+pub mod toolstack;
 #[cfg(target_os = "none")]
 pub mod trap;

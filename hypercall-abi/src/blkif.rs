@@ -49,9 +49,9 @@ pub const BLKIF_FEATURE_FLUSH: u32 = 1 << 0;
 pub const BLKIF_FEATURE_DISCARD: u32 = 1 << 1;
 /// Backend feature: `BLKIF_OP_INDIRECT` (up to `max_indirect_segments`).
 pub const BLKIF_FEATURE_INDIRECT: u32 = 1 << 2;
-/// Backend feature: segments flagged [`BLKIF_SEG_PERSISTENT`] (BLK-10).
+/// Backend feature: segments flagged [`BLKIF_SEG_PERSISTENT`] (BLK-11).
 pub const BLKIF_FEATURE_PERSISTENT: u32 = 1 << 3;
-/// `BlkifSegment::pad` flag (BLK-10): the frontend keeps this grant, unchanged
+/// `BlkifSegment::pad` flag (BLK-11): the frontend keeps this grant, unchanged
 /// and writable, until the connection closes, so the backend may keep it
 /// mapped (and let the device reach it) until then. Only with
 /// [`BLKIF_FEATURE_PERSISTENT`].
@@ -76,7 +76,7 @@ pub struct BlkifSegment {
     pub first_sect: u8,
     /// `[FRONT]` last unit in the page (inclusive).
     pub last_sect: u8,
-    /// Zero, or [`BLKIF_SEG_PERSISTENT`] (BLK-10).
+    /// Zero, or [`BLKIF_SEG_PERSISTENT`] (BLK-11).
     pub pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<BlkifSegment>() == 8);
@@ -335,7 +335,7 @@ pub fn check_request(req: &BlkifRequest, dev: &DeviceLimits) -> Result<Checked, 
 /// Checks segments that transfer consecutive device units starting at
 /// `sector_number`; returns the units they cover. Each segment's range
 /// must be `first_sect <= last_sect < 8` with zero padding (or the
-/// persistent flag, if the device offers it: BLK-10); the whole
+/// persistent flag, if the device offers it: BLK-11); the whole
 /// transfer must lie inside the device and, on a 4096-byte-sector device,
 /// every segment must cover whole 4 KiB-aligned sectors.
 pub fn check_segments(

@@ -142,11 +142,18 @@ pub const EVTCHNSTAT_IPI: u32 = 5;
 
 /// VIRQ: per-vCPU timer (from the time ABI on).
 pub const VIRQ_TIMER: u32 = 0;
-/// VIRQ: console input is waiting (driver domain).
+/// VIRQ: console input is waiting (the driver domain's serial input; since
+/// 0.6 also any domain's queue filled by `DOMCTL_CONSOLE_INPUT`, TS-11).
 pub const VIRQ_CONSOLE: u32 = 2;
 /// VIRQ: a domain shut down or crashed (driver domain).
 pub const VIRQ_DOM_EXC: u32 = 3;
 /// VIRQ: a devbus record naming this domain changed (DEV-4), since 0.5.
 pub const VIRQ_DEVBUS: u32 = 4;
+/// VIRQ: another domain wrote console output (raised in `DOMAIN_BUILD`
+/// holders that bound it, TS-10), since 0.6.
+pub const VIRQ_GUEST_CONSOLE: u32 = 5;
+/// VIRQ: the toolstack asks this domain to shut down (`DOMCTL_SHUTDOWN`,
+/// TS-7), since 0.6.
+pub const VIRQ_SHUTDOWN_REQUEST: u32 = 6;
 /// Number of VIRQs.
 pub const NR_VIRQS: u32 = 8;

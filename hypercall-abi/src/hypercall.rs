@@ -122,6 +122,10 @@ bitflags! {
         const DEVBUS = 1 << 16;
         /// `physdev_op`: assigned PCI devices, MSI as events, the IOMMU (PDEV-*, since 0.5).
         const PHYSDEV = 1 << 12;
+        /// Toolstack domctls (create, populate, build, pause, destroy, consoles,
+        /// hv log, management UART, held boot modules) and console input for
+        /// every domain (TS-*, since 0.6).
+        const TOOLSTACK = 1 << 17;
     }
 }
 

@@ -24,6 +24,7 @@ pub mod grant;
 pub mod hypercall;
 pub mod layout;
 pub mod machine;
+pub mod mgmt;
 pub mod mm;
 pub mod multicall;
 pub mod netif;
@@ -44,7 +45,7 @@ pub const ABI_MAJOR: u32 = 0;
 /// space or feature bits, so a guest built against minor `m` runs on any hypervisor
 /// of the same major; on a hypervisor whose minor is below `m` it must check the
 /// feature bits of what it uses (SPEC.md §1.2).
-pub const ABI_MINOR: u32 = 5;
+pub const ABI_MINOR: u32 = 6;
 
 /// Size of a machine or pseudo-physical page.
 pub const PAGE_SIZE: u64 = 4096;

@@ -31,6 +31,11 @@ bitflags! {
         /// May use `physdev_op`: its assigned PCI devices, their interrupts and
         /// MMIO, its IOMMU space (PDEV-*, since 0.5). Held by the driver domain.
         const DEVICES = 1 << 3;
+        /// May build, pause, unpause, destroy and shut down other domains, read
+        /// their consoles and give them console input, read hv-core's log, use
+        /// the management UART and read held boot modules (TS-*, since 0.6).
+        /// Held by the driver domain.
+        const DOMAIN_BUILD = 1 << 4;
     }
 }
 

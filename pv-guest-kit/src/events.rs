@@ -185,6 +185,23 @@ pub fn bind_virq(virq: u32) -> Result<Port, Errno> {
     hypercall::evtchn_bind_virq(virq, 0)
 }
 
+/// Powers this domain off when the toolstack asks it to (`DOMCTL_SHUTDOWN`
+/// raises `VIRQ_SHUTDOWN_REQUEST`, SPEC TS-7): binds that VIRQ with a handler
+/// that says so on the console and shuts down (`SHUTDOWN_POWEROFF`). A guest
+/// that does not call this ignores such requests (the toolstack then
+/// destroys it after a timeout). Returns the port.
+pub fn power_off_on_shutdown_request() -> Result<Port, Errno> {
+    let port = bind_virq(hypercall_abi::evtchn::VIRQ_SHUTDOWN_REQUEST)?;
+    set_handler(port, shutdown_requested);
+    Ok(port)
+}
+
+fn shutdown_requested(_port: Port) {
+    // The console re-enters safely from an upcall (console module invariants).
+    crate::println!("shutdown requested by the toolstack: powering off");
+    crate::hypercall::shutdown(hypercall_abi::sched::SHUTDOWN_POWEROFF)
+}
+
 /// `EVTCHNOP_BIND_IPI` to vCPU 0: sends on the port notify this domain.
 pub fn bind_ipi() -> Result<Port, Errno> {
     ensure_init();
@@ -282,6 +299,37 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) {
         // Unmasks upcalls and blocks unless one is pending; the upcall runs
         // on the way out.
         hypercall::sched_block();
+    }
+}
+
+/// [`wait_until`] with a deadline: blocks (upcalls masked during the check,
+/// as there) until `condition` holds or system time reaches `deadline_ns`,
+/// waking when one of `ports` (1 ..= 8 of this domain's) is pending.
+/// Returns whether `condition` held. Returns with upcalls enabled.
+pub fn wait_until_deadline(
+    ports: &[Port],
+    deadline_ns: u64,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
+    ensure_init();
+    loop {
+        disable();
+        if condition() {
+            enable();
+            return true;
+        }
+        if crate::time::now_ns() >= deadline_ns {
+            enable();
+            return false;
+        }
+        // A pending port (masked upcall or not) ends the poll at once; the
+        // handlers run when upcalls are enabled again.
+        let polled = hypercall::sched_poll_until(ports, deadline_ns);
+        enable();
+        if polled.is_err() {
+            // Bad ports: fall back to yielding until the deadline.
+            hypercall::sched_yield();
+        }
     }
 }
 

@@ -214,8 +214,10 @@ pub fn console_write(bytes: &[u8]) -> Result<usize, Errno> {
 }
 
 /// `console_io(CONSOLE_READ)` (HC-11): reads pending console input into `buf`
-/// without blocking; returns the number of bytes read (possibly 0). Needs the
-/// `CONSOLE_READ` capability (`-EPERM` otherwise).
+/// without blocking; returns the number of bytes read (possibly 0). A domain
+/// with the `CONSOLE_READ` capability reads the serial console; since ABI 0.6
+/// every other domain reads its own input queue, filled by the toolstack
+/// (TS-11; before 0.6 they got `-EPERM`).
 pub fn console_read(buf: &mut [u8]) -> Result<usize, Errno> {
     let len = buf.len().min(CONSOLE_IO_MAX as usize);
     // SAFETY: `buf` is valid for writes of `len <= buf.len()` bytes and nothing
@@ -571,11 +573,17 @@ pub fn sched_block() {
 /// open ports of this domain) is pending, masked or not. Does not touch the
 /// upcall mask or clear anything.
 pub fn sched_poll(ports: &[Port]) -> Result<(), Errno> {
+    sched_poll_until(ports, 0)
+}
+
+/// [`sched_poll`] that also returns once system time reaches `deadline_ns`
+/// (TIME-1; 0 = never).
+pub fn sched_poll_until(ports: &[Port], deadline_ns: u64) -> Result<(), Errno> {
     let poll = SchedPoll {
         ports: ports.as_ptr() as u64,
         nr_ports: u32::try_from(ports.len()).unwrap_or(u32::MAX),
         pad: 0,
-        timeout: 0,
+        timeout: deadline_ns,
     };
     // SAFETY: `poll` and the `ports` it points at are valid for reads for the
     // whole call; the hypervisor only reads them.

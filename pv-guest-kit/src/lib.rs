@@ -25,6 +25,8 @@
 //!   ([`ring::Frontend`], [`ring::Backend`]).
 //! - [`smp`]: secondary vCPUs ([`smp::start_vcpu`]) and a spin lock.
 //! - [`time`]: monotonic system time from the PV clock, no hypercall.
+//! - [`toolstack`]: building, pausing and destroying other domains, their
+//!   consoles, hv-core's log and the management UART (`DOMAIN_BUILD`).
 //! - [`testing`]: test guests' reports and their one result line (XTF-style).
 //! - [`cmdline`], [`bench`]: portable helpers, unit-tested on the host.
 //! - the panic handler (kernel target only): report, flush, `SHUTDOWN_CRASH`.
@@ -66,6 +68,7 @@ pub mod smp;
 pub mod start;
 pub mod testing;
 pub mod time;
+pub mod toolstack;
 pub mod traps;
 pub mod user;
 

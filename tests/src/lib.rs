@@ -146,8 +146,9 @@ pub struct Disk {
 /// Placeholder in [`Scenario::qemu_args`] for the scratch directory.
 pub const SCRATCH: &str = "{scratch}";
 /// Stands for a free host TCP port in [`Scenario::qemu_args`] (for QEMU's
-/// `hostfwd`); xtask picks one per boot and hands it to the scenario's host
-/// driver.
+/// `hostfwd`) and in [`Module::args`] (a guest told where the host listens,
+/// as 10.0.2.2:PORT on QEMU's user network); xtask picks one per boot,
+/// the same everywhere, and hands it to the scenario's host driver.
 pub const HOST_PORT: &str = "{host_port}";
 
 /// One QEMU boot: hv-core, its command line, its modules, and what must happen.
@@ -255,13 +256,44 @@ mod tests {
     fn every_scenario_starts_with_the_driver_domain() {
         for s in scenarios() {
             let first = s.modules.first().expect("scenario without modules");
+            // `domctl` tests the toolstack hypercalls from a domain 0 that is
+            // only that test (it gets the driver domain's capabilities).
             assert!(
-                matches!(first.image, Image::Guest("driver-domain")),
+                matches!(first.image, Image::Guest("driver-domain"))
+                    || (s.name == "domctl" && matches!(first.image, Image::Guest("domctl-test"))),
                 "{}: module 1 must be the driver domain",
                 s.name
             );
             assert!(s.smp >= 1 && s.mem_mib >= 16 && s.timeout_secs > 0);
             assert!(!s.expect.is_empty(), "{}: no expectations", s.name);
+        }
+    }
+
+    #[test]
+    fn domain_names_are_unique_within_a_scenario() {
+        // hv-core refuses a second domain with a name in use (SPEC TS-2),
+        // boot modules included.
+        for s in scenarios() {
+            let mut names: Vec<String> = Vec::new();
+            for m in s.modules {
+                let params = m.args.split(" -- ").next().unwrap_or("");
+                let name = params
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("name="))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| match m.image {
+                        Image::Guest(bin) => bin.to_owned(),
+                        Image::Derived { file_name, .. } => {
+                            file_name.trim_end_matches(".elf").to_owned()
+                        }
+                    });
+                assert!(
+                    !names.contains(&name),
+                    "{}: two domains named {name}",
+                    s.name
+                );
+                names.push(name);
+            }
         }
     }
 
@@ -378,7 +410,7 @@ mod tests {
     #[test]
     fn guests_are_deduplicated_in_order() {
         let s = find("demo").expect("demo");
-        assert_eq!(s.guests(), ["driver-domain", "hello"]);
+        assert_eq!(s.guests(), ["driver-domain", "web", "fsdemo"]);
         let s = find("bad-modules").expect("bad-modules");
         assert_eq!(s.guests(), ["driver-domain", "hello"]);
     }

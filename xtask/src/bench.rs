@@ -33,9 +33,9 @@ pub struct BenchArgs {
     /// Boot the images already built instead of building first.
     #[arg(long)]
     pub no_build: bool,
-    /// Only this bench scenario (default: every one).
-    #[arg(long)]
-    pub scenario: Option<String>,
+    /// Run only these bench scenarios (repeatable; default: all of them).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Vec<String>,
 }
 
 /// One figure with the mode it came from.
@@ -62,18 +62,24 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let benches: Vec<&Scenario> = scenarios()
         .iter()
         .filter(|s| s.kind == Kind::Bench)
-        .filter(|s| args.scenario.as_deref().is_none_or(|only| s.name == only))
+        .filter(|s| args.scenario.is_empty() || args.scenario.iter().any(|n| n == s.name))
         .collect();
-    if benches.is_empty() {
-        return Err(format!(
-            "no bench scenario `{}`",
-            args.scenario.as_deref().unwrap_or("")
-        )
-        .into());
+    if let Some(unknown) = args
+        .scenario
+        .iter()
+        .find(|n| !benches.iter().any(|s| s.name == n.as_str()))
+    {
+        let names: Vec<&str> = scenarios()
+            .iter()
+            .filter(|s| s.kind == Kind::Bench)
+            .map(|s| s.name)
+            .collect();
+        return Err(format!("no bench scenario `{unknown}`; known: {}", names.join(", ")).into());
     }
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for(benches.iter().copied()))?;
+        kernels::build_host_tools(&ws)?;
     }
 
     let options = BootOptions {
@@ -83,6 +89,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         mem_mib: None,
         timeout_secs: args.timeout,
         echo: false,
+        serve_pvctl: false,
     };
     let mut rows = Vec::new();
     let mut all_passed = true;

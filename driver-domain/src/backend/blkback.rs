@@ -39,7 +39,7 @@ use super::real_disk::{Persistent, RealDisk, FRAME};
 pub const BOUNCE_FRAMES: usize = 64;
 /// Most indirect segments this backend serves.
 pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
-/// Most persistent grants (BLK-10) one connection may have mapped (the
+/// Most persistent grants (BLK-11) one connection may have mapped (the
 /// domain's grant mappings are limited, GNT-3; see also
 /// `real_disk::MAX_PERSISTENT_TOTAL`).
 pub const MAX_PERSISTENT: usize = 640;
@@ -123,7 +123,7 @@ pub struct BlkConnection {
     pending: BTreeMap<u64, Pending>,
     /// A request taken off the ring that waits for free pool frames.
     stalled: Option<BlkifRequest>,
-    /// Persistent grants mapped and placed in the IOMMU space (BLK-10).
+    /// Persistent grants mapped and placed in the IOMMU space (BLK-11).
     persistent: BTreeMap<u32, Persistent>,
     /// No more grants get mapped (a limit was reached or a mapping
     /// failed): new ones go the copying way.

@@ -39,7 +39,7 @@ pub const FRAME: usize = 4096;
 /// (4 MiB; a virtio-blk queue holds about 1 MiB of large requests).
 pub const POOL_FRAMES: usize = 1024;
 
-/// A frontend's persistent grant (BLK-10) mapped here and placed in the
+/// A frontend's persistent grant (BLK-11) mapped here and placed in the
 /// IOMMU space at `dev_pfn`, so the device reaches the guest's page itself.
 #[derive(Debug)]
 pub struct Persistent {

@@ -78,6 +78,9 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         log::warn!("command line: {w}");
     }
 
+    if crate::console::mgmt_init() {
+        log::info!("management UART: COM2 (0x2f8) found, lent to the toolstack");
+    }
     gdt::init(&gdt::BOOT_TABLES);
     idt::init();
     entry::init(&BOOT_CPU);
@@ -162,9 +165,10 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     crate::sched::cpu_online(lapic::id());
     start_secondary_cpus(clock.lapic_per_ms, clock.tsc_hz);
 
-    // Domains, one per boot module; the first is the driver domain.
-    let hv_l4 = live::hypervisor_l4();
+    // Domains, one per boot module; the first is the driver domain. Modules
+    // marked `hold` are kept for the toolstack instead (TS-14).
     let mut created = 0;
+    let mut held: Vec<domain::HeldModule> = Vec::new();
     for (i, m) in info.modules.iter().enumerate() {
         let mut string_buf = [0u8; 1536];
         let string = read_c_string(&mem, m.string, &mut string_buf);
@@ -184,7 +188,16 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
                 m.range.len() as usize,
             )
         };
-        match domain::create_boot_domain(bytes, string, i == 0, hv_l4) {
+        if i > 0 && crate::loader::cmdline::parse_module_cmdline(string).is_ok_and(|p| p.hold) {
+            log::info!(
+                "module {} '{name}': held for the toolstack ({} bytes)",
+                i + 1,
+                bytes.len()
+            );
+            held.push(domain::HeldModule::new(bytes, string));
+            continue;
+        }
+        match domain::create_boot_domain(bytes, string, i == 0) {
             Ok(_) => created += 1,
             Err(reason) => log::info!("module {} '{name}': refused: {reason}", i + 1),
         }
@@ -201,9 +214,22 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
     // space (PDEV-*), now that its memory exists and before it runs.
     crate::platform::live::init(params.iommu_off, &params.dom0_pci);
 
-    // The loader's strings and modules are no longer needed.
+    // The loader's strings and modules are no longer needed, except the
+    // modules held for the toolstack.
+    held.sort_by_key(|m| m.phys_range().0);
     if let Some(frames) = FRAMES.lock().as_mut() {
-        frames.add_free(page_up(image_end) / PAGE_SIZE, boot_area.end / PAGE_SIZE);
+        let mut from = page_up(image_end);
+        for m in &held {
+            let (start, end) = m.phys_range();
+            let start = start / PAGE_SIZE * PAGE_SIZE;
+            if start > from {
+                frames.add_free(from / PAGE_SIZE, start / PAGE_SIZE);
+            }
+            from = from.max(page_up(end));
+        }
+        if boot_area.end > from {
+            frames.add_free(from / PAGE_SIZE, boot_area.end / PAGE_SIZE);
+        }
         log::info!(
             "{created} domain(s) created; {} MiB free",
             (frames.free_count() * PAGE_SIZE) >> 20
@@ -218,6 +244,7 @@ pub extern "C" fn kernel_main(mbi: u64, magic: u64) -> ! {
         clock.lapic_per_ms,
         clock.wc_sec
     );
+    domain::hold_boot_modules(held);
     lapic::init_one_shot(clock.lapic_per_ms);
     crate::sched::start();
     crate::sched::run_idle()

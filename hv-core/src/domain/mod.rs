@@ -8,8 +8,12 @@ pub mod layout;
 #[cfg(target_os = "none")]
 mod create;
 #[cfg(target_os = "none")]
+mod held;
+#[cfg(target_os = "none")]
 mod table;
 #[cfg(target_os = "none")]
 pub use create::*;
+#[cfg(target_os = "none")]
+pub use held::*;
 #[cfg(target_os = "none")]
 pub use table::*;

@@ -25,6 +25,18 @@ pub const KSTACK_SIZE: usize = 16 * 1024;
 #[repr(C, align(16))]
 pub struct KernelStack(pub [u8; KSTACK_SIZE]);
 
+impl KernelStack {
+    /// A zeroed stack allocated directly on the heap: building it on the
+    /// stack first would overflow a vCPU's own 16 KiB stack when a
+    /// toolstack creates a domain from a hypercall.
+    pub fn new_boxed() -> Box<KernelStack> {
+        let stack = Box::<KernelStack>::new_zeroed();
+        // SAFETY: `KernelStack` is a byte array, for which all zeroes is a
+        // valid value.
+        unsafe { stack.assume_init() }
+    }
+}
+
 /// A registered exception handler.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapEntry {
@@ -123,19 +135,55 @@ pub enum DomainState {
     Crashed,
 }
 
+/// How far `DOMCTL_BUILD` (or the boot builder) got (TS-4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildState {
+    /// Not built: its frames are zero.
+    Empty,
+    /// Built: vCPU 0 has its start-of-day context.
+    Built,
+    /// A build wrote into its frames and then failed: it can only be destroyed.
+    Spoiled,
+}
+
+/// Bytes of console input queued per domain (TS-11).
+pub const CONSOLE_INPUT_SIZE: usize = hypercall_abi::domctl::CONSOLE_INPUT_SIZE as usize;
+
 /// A domain.
 pub struct Domain {
     pub id: DomId,
     pub name: heapless::String<32>,
     pub capabilities: Capabilities,
+    /// The driver domain (`StartFlags::DRIVER_DOMAIN`).
+    pub driver: bool,
     pub state: DomainState,
+    /// Paused by the toolstack, or never unpaused: its vCPUs do not run (TS-5).
+    pub paused: bool,
+    pub build: BuildState,
+    /// A populate is allocating frames for it outside the table lock: the
+    /// reaper leaves it alone until that is done.
+    pub busy: bool,
     /// pfn → mfn.
     pub p2m: Vec<Mfn>,
+    /// Most pages `p2m` may reach.
+    pub max_pages: u64,
     pub shared_info_mfn: Mfn,
     pub vcpus: Vec<Box<Vcpu>>,
     pub console: LineBuffer,
+    /// Its console output as a stream (TS-10).
+    pub console_ring: crate::toolstack::StreamRing<Vec<u8>>,
+    /// Console input queued by the toolstack (TS-11).
+    pub console_input: heapless::Deque<u8, CONSOLE_INPUT_SIZE>,
     /// TSC cycles its vCPUs have run.
     pub cpu_cycles: u64,
+    /// TSC at creation.
+    pub created_tsc: u64,
+    /// TSC of its first console output (0 = none yet).
+    pub first_output_tsc: u64,
+    /// TSC of its first unpause (0 = not yet).
+    pub unpaused_tsc: u64,
+    /// TSC cycles spent in its create, populate and build steps.
+    pub hv_build_cycles: u64,
 }
 
 impl Domain {
@@ -148,6 +196,11 @@ impl Domain {
     /// Frames this domain owns.
     pub fn nr_frames(&self) -> u64 {
         self.p2m.len() as u64 + 1
+    }
+
+    /// Whether it still runs or may run (not shut down or crashed).
+    pub fn alive(&self) -> bool {
+        self.state == DomainState::Running
     }
 
     /// Flushes a partial console line.
@@ -169,6 +222,10 @@ impl DomainTable {
     pub fn base_pointers(&self) -> Vec<Mfn> {
         let mut out = Vec::new();
         for d in self.domains.values() {
+            // Before a successful build, vCPUs hold no base pointer.
+            if d.build != BuildState::Built {
+                continue;
+            }
             for v in &d.vcpus {
                 out.push(v.kernel_l4);
                 out.extend(v.user_l4);
@@ -180,9 +237,10 @@ impl DomainTable {
     /// Whether `mfn` is a base pointer of any vCPU of `domid`.
     pub fn is_base_pointer(&self, domid: DomId, mfn: Mfn) -> bool {
         self.domains.get(&domid).is_some_and(|d| {
-            d.vcpus
-                .iter()
-                .any(|v| v.kernel_l4 == mfn || v.user_l4 == Some(mfn))
+            d.build == BuildState::Built
+                && d.vcpus
+                    .iter()
+                    .any(|v| v.kernel_l4 == mfn || v.user_l4 == Some(mfn))
         })
     }
 

@@ -133,6 +133,17 @@ impl EventChannels {
         self.domains.insert_default(dom);
     }
 
+    /// Ports of `dom` that are not closed (port 0 never counts), TS-8.
+    pub fn ports_in_use(&self, dom: DomId) -> u32 {
+        self.domains.get(&dom).map_or(0, |d| {
+            d.ports
+                .iter()
+                .skip(1)
+                .filter(|c| c.state != ChannelState::Free)
+                .count() as u32
+        })
+    }
+
     fn ports(&mut self, dom: DomId) -> Result<&mut DomainPorts, Errno> {
         self.domains.get_mut(&dom).ok_or(Errno::ESRCH)
     }

@@ -133,6 +133,11 @@ impl Grants {
         self.tables.get(&dom).map_or(0, |t| t.frames.len() as u32)
     }
 
+    /// Entries of `dom`'s grant table that some domain has mapped (TS-8).
+    pub fn entries_in_use(&self, dom: DomId) -> u32 {
+        self.tables.get(&dom).map_or(0, |t| t.active.len() as u32)
+    }
+
     /// Pins `(granter, gref)` for `user` (reading, or writing too) and returns
     /// the frame (GNT protocol step 2). A `track`ed use (a mapping) is counted
     /// in the active grant until [`Grants::release`]; an untracked one (a

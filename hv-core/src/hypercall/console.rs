@@ -1,5 +1,6 @@
-//! `console_io` (HC-11): guest console output, line-buffered per domain, and
-//! console input for domains holding `CONSOLE_READ`.
+//! `console_io` (HC-11): guest console output, line-buffered per domain and
+//! kept in its console ring (TS-10); console input — the serial console for
+//! domains holding `CONSOLE_READ`, the domain's own queue (TS-11) for others.
 
 use hypercall_abi::console::{CONSOLE_IO_MAX, CONSOLE_READ, CONSOLE_WRITE};
 use hypercall_abi::start_info::Capabilities;
@@ -29,26 +30,47 @@ pub fn console_io(cmd: u64, len: u64, buf: u64) -> Result<u64, Errno> {
                 let mut table = DOMAINS.lock();
                 let domain = table.domains.get_mut(&id.domid).ok_or(Errno::ESRCH)?;
                 let domid = domain.id;
+                if domain.first_output_tsc == 0 {
+                    domain.first_output_tsc = crate::arch::cpu::rdtsc();
+                }
+                domain.console_ring.write(dst);
                 domain
                     .console
                     .feed(dst, |line| crate::console::emit_guest_line(domid, line));
                 done += n;
             }
+            // Tell the toolstack (TS-10); a no-op unless it bound the VIRQ.
+            if id.domid != hypercall_abi::DOMID_DRIVER && len > 0 {
+                crate::event::delivery::send_virq(
+                    hypercall_abi::DOMID_DRIVER,
+                    hypercall_abi::evtchn::VIRQ_GUEST_CONSOLE,
+                );
+            }
             Ok(len)
         }
         CONSOLE_READ => {
-            let caps = DOMAINS
-                .lock()
-                .domains
-                .get(&id.domid)
-                .map(|d| d.capabilities)
-                .ok_or(Errno::ESRCH)?;
-            if !caps.contains(Capabilities::CONSOLE_READ) {
-                return Err(Errno::EPERM);
-            }
+            let want = len.min(CHUNK as u64) as usize;
             let mut bytes = [0u8; CHUNK];
             let mut n = 0usize;
-            while (n as u64) < len.min(CHUNK as u64) {
+            let serial = {
+                let mut table = DOMAINS.lock();
+                let domain = table.domains.get_mut(&id.domid).ok_or(Errno::ESRCH)?;
+                let serial = domain.capabilities.contains(Capabilities::CONSOLE_READ);
+                if !serial {
+                    // Its own queue, filled by the toolstack (TS-11).
+                    while n < want {
+                        match domain.console_input.pop_front() {
+                            Some(b) => {
+                                bytes[n] = b;
+                                n += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                serial
+            };
+            while serial && n < want {
                 match crate::console::read_byte() {
                     Some(b) => {
                         bytes[n] = b;

@@ -76,6 +76,9 @@ pub struct DomainParams<'a> {
     pub pin: PinList,
     /// Everything after `--`, leading whitespace trimmed; empty without `--`.
     pub guest_cmdline: &'a str,
+    /// `hold` (a key without value, since ABI 0.6): keep the module's bytes for
+    /// the toolstack instead of building it (TS-14).
+    pub hold: bool,
 }
 
 /// The pCPUs of `pin=`, at most [`MAX_PINS`].
@@ -222,7 +225,7 @@ impl fmt::Display for ParamError<'_> {
             Self::UnknownKey(key) => {
                 write!(
                     f,
-                    "unknown parameter `{key}` (known: name, mem, vcpus, weight, cap, pin)"
+                    "unknown parameter `{key}` (known: name, mem, vcpus, weight, cap, pin, hold)"
                 )
             }
             Self::MissingValue(key) => write!(f, "parameter `{key}` needs a value (`{key}=...`)"),
@@ -328,11 +331,19 @@ pub fn parse_module_cmdline(s: &str) -> Result<DomainParams<'_>, ParamError<'_>>
     let mut cap = None;
     let mut pin: Option<PinList> = None;
     let mut guest_cmdline = "";
+    let mut hold = false;
 
     while let Some(token) = tokens.next() {
         if token == "--" {
             guest_cmdline = tokens.rest();
             break;
+        }
+        if token == "hold" {
+            if hold {
+                return Err(ParamError::Duplicate(token));
+            }
+            hold = true;
+            continue;
         }
         let (key, value) = token.split_once('=').unwrap_or((token, ""));
         if !matches!(key, "name" | "mem" | "vcpus" | "weight" | "cap" | "pin") {
@@ -378,6 +389,7 @@ pub fn parse_module_cmdline(s: &str) -> Result<DomainParams<'_>, ParamError<'_>>
         cap_percent: cap.unwrap_or(0),
         pin: pin.unwrap_or_default(),
         guest_cmdline,
+        hold,
     })
 }
 
@@ -652,6 +664,22 @@ mod tests {
     }
 
     #[test]
+    fn hold_flag() {
+        let p = params("guest.elf hold name=g mem=4M -- hold me");
+        assert!(p.hold);
+        assert_eq!(p.guest_cmdline, "hold me");
+        assert!(!params("guest.elf mem=4M").hold);
+        assert_eq!(
+            parse_module_cmdline("guest.elf hold hold"),
+            Err(ParamError::Duplicate("hold"))
+        );
+        assert_eq!(
+            parse_module_cmdline("guest.elf hold=1"),
+            Err(ParamError::UnknownKey("hold"))
+        );
+    }
+
+    #[test]
     fn defaults() {
         assert_eq!(
             params("hello.elf"),
@@ -664,6 +692,7 @@ mod tests {
                 cap_percent: 0,
                 pin: PinList::default(),
                 guest_cmdline: "",
+                hold: false,
             }
         );
         let p = params("/boot/guests/net-back.v2.elf");
@@ -686,6 +715,7 @@ mod tests {
                 cap_percent: 0,
                 pin: PinList::default(),
                 guest_cmdline: "guest args here",
+                hold: false,
             }
         );
         let p = params("  \thello.elf   mem=2M\t\tvcpus=32   name=A_b.c-9  ");
@@ -830,7 +860,7 @@ mod tests {
     fn error_messages() {
         assert_eq!(
             ParamError::UnknownKey("frobnicate").to_string(),
-            "unknown parameter `frobnicate` (known: name, mem, vcpus, weight, cap, pin)"
+            "unknown parameter `frobnicate` (known: name, mem, vcpus, weight, cap, pin, hold)"
         );
         assert_eq!(
             ParamError::BadMemory {

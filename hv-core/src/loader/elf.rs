@@ -372,6 +372,32 @@ pub struct ElfImage<'a> {
     virt_end: u64,
 }
 
+/// How many leading bytes of an image [`ElfImage::parse`] reads: the file
+/// header, the program-header table and every `PT_LOAD` and `PT_NOTE` file
+/// range (section headers and debug info are never read). `head` is a prefix
+/// of the image holding at least the file header and the program headers;
+/// `None` when it does not or the numbers overflow (then use the whole file:
+/// the parser reports what is wrong). For a well-formed image, parsing the
+/// first `n` bytes gives the same result as parsing all of it, so a builder
+/// copies only those from a guest (TS-4).
+pub fn loaded_prefix_len(head: &[u8]) -> Option<u64> {
+    let (ehdr, _) = Ehdr::ref_from_prefix(head).ok()?;
+    let phoff = ehdr.e_phoff.get();
+    let phnum = ehdr.e_phnum.get();
+    let table_end = u64::from(phnum)
+        .checked_mul(PHDR_SIZE as u64)?
+        .checked_add(phoff)?;
+    let mut table = head.get(usize::try_from(phoff).ok()?..usize::try_from(table_end).ok()?)?;
+    let mut end = table_end.max(EHDR_SIZE as u64);
+    while let Ok((phdr, rest)) = Phdr::ref_from_prefix(table) {
+        table = rest;
+        if matches!(phdr.p_type.get(), PT_LOAD | PT_NOTE) {
+            end = end.max(phdr.p_offset.get().checked_add(phdr.p_filesz.get())?);
+        }
+    }
+    Some(end)
+}
+
 impl<'a> ElfImage<'a> {
     /// Parses and validates `bytes` as a Paravane guest image.
     pub fn parse(bytes: &'a [u8]) -> Result<ElfImage<'a>, ElfError> {
@@ -863,6 +889,36 @@ mod tests {
             assert!(segs
                 .iter()
                 .any(|s| s.vaddr <= page && page + 4096 <= s.vaddr + s.memsz));
+        }
+    }
+
+    #[test]
+    fn loaded_prefix_parses_like_the_whole_file() {
+        let mut bytes = valid();
+        let n = loaded_prefix_len(&bytes).expect("a prefix") as usize;
+        assert!(n <= bytes.len());
+        // Debug info after the loaded parts is not needed.
+        bytes.extend_from_slice(&[0xee; 10_000]);
+        assert_eq!(loaded_prefix_len(&bytes), Some(n as u64));
+        let whole = ElfImage::parse(&bytes).unwrap();
+        let prefix = ElfImage::parse(&bytes[..n]).unwrap();
+        assert_eq!(whole.segments(), prefix.segments());
+        assert_eq!(whole.notes(), prefix.notes());
+        assert_eq!(whole.entry(), prefix.entry());
+        for (a, b) in whole.segments().iter().zip(prefix.segments()) {
+            assert_eq!(whole.segment_data(a), prefix.segment_data(b));
+        }
+        // One byte less loses part of a segment or note.
+        assert!(ElfImage::parse(&bytes[..n - 1]).is_err());
+        // A head without the program headers says so.
+        assert_eq!(loaded_prefix_len(&bytes[..EHDR_SIZE]), None);
+        assert_eq!(loaded_prefix_len(b"not an elf"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn loaded_prefix_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = loaded_prefix_len(&bytes);
         }
     }
 

@@ -19,3 +19,8 @@ pub unsafe fn init(base: u64, size: u64) {
         panic!("heap: could not claim {size:#x} bytes at {base:#x}");
     }
 }
+
+/// Bytes the heap could still hand out (ignoring fragmentation).
+pub fn available_bytes() -> usize {
+    HEAP.lock().get_counters().available_bytes
+}

@@ -15,6 +15,9 @@
 //! - No spin lock is held across `arch::switch::switch`.
 //! - A pCPU loads the idle page tables before it parks a vCPU for the idle
 //!   context, so a dead domain's tables are never live when they are freed.
+//! - A vCPU of a paused domain (SPEC TS-5) is never picked: it is filed as
+//!   not runnable when it leaves a pCPU (at the kick `domain_pause` sends),
+//!   and `domain_unpause` wakes the ones that are neither blocked nor down.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -327,14 +330,17 @@ fn schedule(leaving: Leaving) -> bool {
     let mut prev_live: *const AtomicBool = core::ptr::null();
     if let Some(p) = prev {
         let ran = now.saturating_sub(me.picked_at.load(Ordering::Relaxed));
-        let alive = table
-            .domains
-            .get(&p.domid)
-            .is_some_and(|d| d.state == DomainState::Running);
+        let (alive, paused) = table.domains.get(&p.domid).map_or((false, false), |d| {
+            (d.state == DomainState::Running, d.paused)
+        });
+        // A paused domain's vCPUs are filed as not runnable; unpausing wakes
+        // them (TS-5).
         let runnable = match (alive, leaving) {
             (false, _) | (_, Leaving::Dead) => None,
-            (true, Leaving::Runnable | Leaving::Yielded) => Some(true),
-            (true, Leaving::Blocked) => Some(!table.vcpu_mut(p).is_some_and(|v| v.blocked)),
+            (true, Leaving::Runnable | Leaving::Yielded) => Some(!paused),
+            (true, Leaving::Blocked) => {
+                Some(!paused && !table.vcpu_mut(p).is_some_and(|v| v.blocked))
+            }
         };
         {
             let mut guard = me.policy.lock();
@@ -522,9 +528,10 @@ fn runnable_state(table: &mut DomainTable, id: VcpuId) -> Runnability {
     if domain.state != DomainState::Running {
         return Runnability::Gone;
     }
+    let paused = domain.paused;
     match domain.vcpus.get(id.vcpu as usize) {
         None => Runnability::Gone,
-        Some(v) if v.blocked || !v.up => Runnability::NotNow,
+        Some(v) if v.blocked || !v.up || !v.initialised || paused => Runnability::NotNow,
         Some(_) => Runnability::Runnable,
     }
 }
@@ -563,16 +570,23 @@ fn steal(table: &mut DomainTable, me: usize, now: Ns) -> Option<VcpuId> {
 }
 
 /// On a reschedule IPI or a timer tick that interrupted a guest: stop a
-/// vCPU whose domain ended, park one that was taken down, preempt one whose
-/// slice is over.
+/// vCPU whose domain ended, park one that was taken down or whose domain
+/// was paused (TS-5), preempt one whose slice is over.
 pub fn on_kick_or_tick() {
     let Some(id) = current() else { return };
     let (alive, down) = {
         let mut table = DOMAINS.lock();
-        let alive = table
-            .domains
-            .get(&id.domid)
-            .is_some_and(|d| d.state == DomainState::Running);
+        let (alive, paused) = table.domains.get(&id.domid).map_or((false, false), |d| {
+            (d.state == DomainState::Running, d.paused)
+        });
+        if paused {
+            drop(table);
+            if alive {
+                schedule(Leaving::Blocked);
+                return;
+            }
+            exit_current();
+        }
         let down = table.vcpu_mut(id).is_some_and(|v| {
             if v.up {
                 false

@@ -61,6 +61,11 @@ pub fn calibrate() -> &'static Clock {
     })
 }
 
+/// The TSC frequency in Hz (0 before calibration).
+pub fn tsc_hz() -> u64 {
+    CLOCK.get().map_or(0, |c| c.tsc_hz)
+}
+
 /// Nanoseconds since the clock was calibrated (0 before).
 pub fn now_ns() -> u64 {
     CLOCK

@@ -52,3 +52,77 @@ impl Serial {
         }
     }
 }
+
+/// The second 16550 UART (COM2, 0x2f8): the management UART, a byte pipe
+/// lent to the `DOMAIN_BUILD` holder (SPEC.md TS-13). Never blocks.
+pub struct MgmtUart {
+    _private: (),
+}
+
+const COM2: u16 = 0x2f8;
+const COM2_LSR: u16 = COM2 + 5;
+const COM2_SCRATCH: u16 = COM2 + 7;
+
+impl MgmtUart {
+    /// Programs COM2 if a UART answers there (its scratch register keeps a
+    /// value); `None` otherwise.
+    pub fn probe() -> Option<MgmtUart> {
+        // SAFETY: probing the scratch register of the standard COM2 address,
+        // which no one else drives (hv-core's console is COM1); an absent port
+        // reads back 0xff.
+        let present = unsafe {
+            outb(COM2_SCRATCH, 0x5a);
+            let a = inb(COM2_SCRATCH);
+            outb(COM2_SCRATCH, 0xa5);
+            let b = inb(COM2_SCRATCH);
+            a == 0x5a && b == 0xa5
+        };
+        if !present {
+            return None;
+        }
+        // SAFETY: COM2 answered; the standard 16550 set-up sequence
+        // (interrupts off, divisor 1 = 115200, 8N1, FIFOs on and cleared).
+        unsafe {
+            outb(COM2 + 1, 0x00);
+            outb(COM2 + 3, 0x80);
+            outb(COM2, 0x01);
+            outb(COM2 + 1, 0x00);
+            outb(COM2 + 3, 0x03);
+            outb(COM2 + 2, 0xc7);
+            outb(COM2 + 4, 0x03);
+        }
+        Some(MgmtUart { _private: () })
+    }
+
+    /// Sends bytes while the transmitter has room (16 at a time into an
+    /// empty FIFO); returns how many it took.
+    pub fn write_some(&mut self, bytes: &[u8]) -> usize {
+        let mut done = 0;
+        for chunk in bytes.chunks(16) {
+            // SAFETY: reading LSR and writing THR of the management UART; an
+            // empty transmit FIFO holds 16 bytes.
+            unsafe {
+                if inb(COM2_LSR) & LSR_THR_EMPTY == 0 {
+                    break;
+                }
+                for &b in chunk {
+                    outb(COM2, b);
+                }
+            }
+            done += chunk.len();
+        }
+        done
+    }
+
+    /// Returns a received byte if one is waiting.
+    pub fn read_byte(&mut self) -> Option<u8> {
+        // SAFETY: reading LSR and RBR of the management UART.
+        unsafe {
+            if inb(COM2_LSR) & LSR_DATA_READY != 0 {
+                Some(inb(COM2))
+            } else {
+                None
+            }
+        }
+    }
+}

@@ -119,7 +119,7 @@ fn kmain(si: &'static StartInfo) {
     let mut buf = base_pattern();
     // The buffers, granted once and filled once (as the local figures move
     // no data through the CPU either); kept until the disk is disconnected
-    // (a backend may map them for the connection's life, BLK-10).
+    // (a backend may map them for the connection's life, BLK-11).
     let io_bufs = |n: usize, bytes: usize| -> Vec<IoBuf> {
         (0..n)
             .map(|_| {

@@ -744,13 +744,19 @@ impl Fuzzer {
             Some(Hypercall::Iret | Hypercall::Multicall) if nested => Expect::Errno(Errno::EINVAL),
             // Only issued with an unreadable frame (HC-16).
             Some(Hypercall::Iret) => Expect::Errno(Errno::EFAULT),
-            Some(Hypercall::Domctl) => match a[0] {
-                0 if self.env.capabilities & Capabilities::DOMAIN_QUERY.bits() == 0 => {
-                    Expect::Errno(Errno::EPERM)
+            // The capability is checked before anything else (HC-17, TS-*).
+            Some(Hypercall::Domctl) => {
+                let needs = match a[0] {
+                    0 | 8 | 9 => Some(Capabilities::DOMAIN_QUERY),
+                    1..=15 => Some(Capabilities::DOMAIN_BUILD),
+                    _ => None,
+                };
+                match needs {
+                    Some(c) if self.env.capabilities & c.bits() == 0 => Expect::Errno(Errno::EPERM),
+                    Some(_) => Expect::Any,
+                    None => Expect::Errno(Errno::EINVAL),
                 }
-                0 => Expect::Any,
-                _ => Expect::Errno(Errno::EINVAL),
-            },
+            }
             // Only sub-command 0 exists; the generator never uses it.
             Some(Hypercall::BenchOp) => Expect::Error,
             Some(Hypercall::MmuUpdate | Hypercall::MmuextOp) if a[1] > batch_max => {
