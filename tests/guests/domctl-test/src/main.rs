@@ -323,6 +323,11 @@ fn toolstack() {
         phys.nr_boot_modules,
         phys.tsc_hz
     );
+    let features = pv_guest_kit::hypercall::features();
+    t.check(
+        features.is_ok_and(|f| f.contains(hypercall_abi::hypercall::Features::TOOLSTACK)),
+        format_args!("the TOOLSTACK feature bit is set"),
+    );
     t.check(
         phys.abi_minor >= 6 && phys.nr_boot_modules == 2 && phys.free_pages <= phys.total_pages,
         format_args!("physinfo is plausible"),
