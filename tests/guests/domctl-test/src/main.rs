@@ -766,6 +766,33 @@ fn toolstack() {
         format_args!("free memory back to the baseline after the polite shutdown"),
     );
 
+    // Every toolstack operation with hostile domids and pointers: an error
+    // each time, and nothing else happens (the hypervisor and this domain
+    // carry on; free memory is unchanged).
+    let mut accepted = 0;
+    let mut calls = 0;
+    for op in 1..=15u64 {
+        for domid in [0u64, 1, 0x7fff, 1 << 32, u64::MAX] {
+            for buf in [
+                0u64,
+                1,
+                0x7000_0000_0000,
+                0xffff_8000_0000_0000,
+                u64::MAX - 7,
+            ] {
+                calls += 1;
+                if let Ok(v) = raw_domctl(op, domid, buf) {
+                    accepted += 1;
+                    println!("domctl: op {op} domid {domid:#x} buf {buf:#x} accepted: {v}");
+                }
+            }
+        }
+    }
+    t.check(
+        accepted == 0 && free_pages() == baseline,
+        format_args!("{calls} hostile toolstack calls all refused"),
+    );
+
     let mut log = [0u8; 4096];
     let hv_log = ts::hv_log_read(0, &mut log);
     t.check(
