@@ -47,6 +47,9 @@ pub trait Nic {
     /// Copies the next received frame into `buf` (truncated to it) and returns
     /// its full length; `None` when nothing arrived.
     fn receive(&mut self, buf: &mut [u8]) -> Option<usize>;
+    /// Whether a received frame waits for [`Nic::receive`] (nothing is
+    /// consumed: a wait loop's condition).
+    fn has_received(&self) -> bool;
     /// Takes back transmit buffers the device is done with; returns how many.
     fn reclaim(&mut self) -> usize;
 }

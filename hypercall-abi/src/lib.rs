@@ -24,6 +24,7 @@ pub mod grant;
 pub mod hypercall;
 pub mod layout;
 pub mod machine;
+pub mod mgmt;
 pub mod mm;
 pub mod multicall;
 pub mod netif;

@@ -302,6 +302,37 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`] with a deadline: blocks (upcalls masked during the check,
+/// as there) until `condition` holds or system time reaches `deadline_ns`,
+/// waking when one of `ports` (1 ..= 8 of this domain's) is pending.
+/// Returns whether `condition` held. Returns with upcalls enabled.
+pub fn wait_until_deadline(
+    ports: &[Port],
+    deadline_ns: u64,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
+    ensure_init();
+    loop {
+        disable();
+        if condition() {
+            enable();
+            return true;
+        }
+        if crate::time::now_ns() >= deadline_ns {
+            enable();
+            return false;
+        }
+        // A pending port (masked upcall or not) ends the poll at once; the
+        // handlers run when upcalls are enabled again.
+        let polled = hypercall::sched_poll_until(ports, deadline_ns);
+        enable();
+        if polled.is_err() {
+            // Bad ports: fall back to yielding until the deadline.
+            hypercall::sched_yield();
+        }
+    }
+}
+
 /// `SCHEDOP_POLL`: blocks until one of `ports` (1 ..= 8) is pending, masked
 /// or not, without involving upcalls. The caller clears what it handles
 /// ([`clear_pending`]).

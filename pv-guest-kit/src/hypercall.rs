@@ -573,11 +573,17 @@ pub fn sched_block() {
 /// open ports of this domain) is pending, masked or not. Does not touch the
 /// upcall mask or clear anything.
 pub fn sched_poll(ports: &[Port]) -> Result<(), Errno> {
+    sched_poll_until(ports, 0)
+}
+
+/// [`sched_poll`] that also returns once system time reaches `deadline_ns`
+/// (TIME-1; 0 = never).
+pub fn sched_poll_until(ports: &[Port], deadline_ns: u64) -> Result<(), Errno> {
     let poll = SchedPoll {
         ports: ports.as_ptr() as u64,
         nr_ports: u32::try_from(ports.len()).unwrap_or(u32::MAX),
         pad: 0,
-        timeout: 0,
+        timeout: deadline_ns,
     };
     // SAFETY: `poll` and the `ports` it points at are valid for reads for the
     // whole call; the hypervisor only reads them.

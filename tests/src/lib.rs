@@ -146,8 +146,9 @@ pub struct Disk {
 /// Placeholder in [`Scenario::qemu_args`] for the scratch directory.
 pub const SCRATCH: &str = "{scratch}";
 /// Stands for a free host TCP port in [`Scenario::qemu_args`] (for QEMU's
-/// `hostfwd`); xtask picks one per boot and hands it to the scenario's host
-/// driver.
+/// `hostfwd`) and in [`Module::args`] (a guest told where the host listens,
+/// as 10.0.2.2:PORT on QEMU's user network); xtask picks one per boot,
+/// the same everywhere, and hands it to the scenario's host driver.
 pub const HOST_PORT: &str = "{host_port}";
 
 /// One QEMU boot: hv-core, its command line, its modules, and what must happen.
@@ -380,7 +381,7 @@ mod tests {
     #[test]
     fn guests_are_deduplicated_in_order() {
         let s = find("demo").expect("demo");
-        assert_eq!(s.guests(), ["driver-domain", "hello"]);
+        assert_eq!(s.guests(), ["driver-domain", "web", "fsdemo"]);
         let s = find("bad-modules").expect("bad-modules");
         assert_eq!(s.guests(), ["driver-domain", "hello"]);
     }

@@ -135,6 +135,73 @@ const FAT_DISK_DEVICES: &[&str] = &[
     "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
 ];
 
+/// The machine of the scenarios whose guests reach the outside: VT-d and a
+/// virtio-net NIC (00:05.0) on QEMU's user network, with host
+/// 127.0.0.1:`{host_port}` forwarded to the web guest's 10.0.2.15:80.
+const WEB_NIC: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-netdev",
+    "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
+/// The demo's machine: [`FAT_DISK_DEVICES`] (VT-d, virtio-blk on
+/// `{scratch}/fat.img`) plus [`WEB_NIC`]'s NIC with the forward to the web
+/// guest.
+const DEMO_DEVICES: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-drive",
+    "file={scratch}/fat.img,if=none,id=vblk,format=raw",
+    "-device",
+    "virtio-blk-pci,drive=vblk,addr=03.0,disable-legacy=on,iommu_platform=on",
+    "-netdev",
+    "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
+/// `net-bench`'s machine: [`WEB_NIC`] without the forward (the guest
+/// connects out to the host's sink).
+const NET_BENCH_NIC: &[&str] = &[
+    "-device",
+    "intel-iommu",
+    "-netdev",
+    "user,id=net0",
+    "-device",
+    "virtio-net-pci,netdev=net0,addr=05.0,disable-legacy=on,iommu_platform=on",
+];
+
+/// The toolstack scenarios' modules: the driver domain running its toolstack
+/// (it stays up until `pvctl poweroff`) with a 4 MiB RAM disk to cut guest
+/// disks from, and the images the host driver creates guests from, held by
+/// hv-core rather than started (`hold`, TS-14) — listed so xtask builds them.
+const TOOLSTACK_MODULES: &[Module] = &[
+    Module {
+        image: Image::Guest("driver-domain"),
+        args: "name=driver mem=32M -- toolstack=1 disk=4",
+    },
+    Module {
+        image: Image::Guest("ticker"),
+        args: "name=ticker-image hold",
+    },
+    Module {
+        image: Image::Guest("abi-mismatch"),
+        args: "name=abi-image hold",
+    },
+];
+
+/// The management UART (COM2) as a unix socket in the scratch directory,
+/// which `pvctl --socket` reaches; COM1 stays on stdio.
+const TOOLSTACK_QEMU: &[&str] = &[
+    "-chardev",
+    "socket,id=mgmt,path={scratch}/mgmt.sock,server=on,wait=off",
+    "-serial",
+    "chardev:mgmt",
+];
+
 /// A `hello` module with these parameters.
 const fn hello(args: &'static str) -> Module {
     Module {
@@ -214,27 +281,46 @@ const fn xsa_partner(args: &'static str) -> Module {
 pub(crate) static ALL: &[Scenario] = &[
     Scenario {
         name: "demo",
-        about: "Two hello guests print a greeting beside the driver domain, then all power off",
+        about: "A guest serves HTTP that the host reaches (curl through hostfwd, the driver domain's virtio-net NIC and bridge) while another mounts the host-made FAT volume on its disk (virtio-blk behind VT-d) and writes a file, then all power off",
         kind: Kind::Demo,
-        hv_cmdline: HV_CMDLINE,
+        hv_cmdline: HV_CMDLINE_DD,
         modules: &[
-            DRIVER,
-            hello("name=hello-1 mem=8M -- greeting=hello-1"),
-            hello("name=hello-2 mem=8M -- greeting=hello-2"),
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- nic=virtio-net net=1:02:00:00:00:00:01 disk=virtio-blk blk=2:whole",
+            },
+            Module {
+                image: Image::Guest("web"),
+                args: "name=web mem=16M",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
         ],
         smp: 1,
         mem_mib: 256,
-        qemu_args: &[],
-        disks: &[],
-        timeout_secs: 60,
+        qemu_args: DEMO_DEVICES,
+        disks: &[FSDEMO_DISK],
+        timeout_secs: 180,
         exit_status: POWEROFF,
         expect: &[
-            Expect::Line("(d1) Hello from hello-1"),
-            Expect::Line("(d2) Hello from hello-2"),
-            Expect::Line("(hv) d1 'hello-1': shut down (poweroff)"),
-            Expect::Line("(hv) d2 'hello-2': shut down (poweroff)"),
+            Expect::Line("(d0) netback: the bridge holds the NIC 52:54:00:12:34:56 as its uplink port"),
+            Expect::Line("(d1) web: listening on http://10.0.2.15:80/"),
+            Expect::InOrder(&[
+                "(d1) web: GET / -> 200",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /quit -> 200",
+            ]),
+            Expect::Line("(d1) web: served 3 requests"),
+            Expect::Line("(d2) fsdemo: HELLO.TXT says: Hello from the host, put here by mcopy."),
+            Expect::Line("(d2) fsdemo: wrote NOTES.TXT (12288 bytes) and flushed the disk"),
+            Expect::Line("(d2) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            Expect::Line("(hv) d1 'web': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'fsdemo': shut down (poweroff)"),
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
             Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
         ],
     },
     Scenario {
@@ -1244,6 +1330,77 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Absent("(hv) PANIC"),
         ],
     },
+    Scenario {
+        name: "web",
+        about: "A guest takes a DHCP lease from QEMU's user network and serves HTTP on smoltcp; the host's curl reaches it through hostfwd, the driver domain's virtio-net NIC (behind VT-d, on the bridge), netback and netfront: the page, /stats, 404, 405, 400, 20 sequential connections while another client stalls mid-request, then /quit",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- nic=virtio-net net=1:02:00:00:00:00:01",
+            },
+            Module {
+                image: Image::Guest("web"),
+                args: "name=web mem=16M -- ip=dhcp",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: WEB_NIC,
+        disks: &[],
+        timeout_secs: 180,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(hv) iommu: VT-d"),
+            Expect::Line("(d0) dd: virtio-net: on the guests' bridge, no self-test"),
+            Expect::Line("(d0) netback: the bridge holds the NIC 52:54:00:12:34:56 as its uplink port (woken by its MSI-X event)"),
+            Expect::Line("(d0) netback: record 1 connected to d1"),
+            // QEMU's DHCP server, reached through the bridge and the NIC.
+            Expect::Line("(d1) web: DHCP lease 10.0.2.15/24, gateway 10.0.2.2"),
+            Expect::Line("(d1) web: listening on http://10.0.2.15:80/ (gateway 10.0.2.2)"),
+            Expect::InOrder(&[
+                "(d1) web: GET / -> 200",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /no-such-page -> 404",
+                "(d1) web: DELETE / -> 405",
+                "(d1) web: malformed request -> 400",
+                "(d1) web: GET /index.html -> 200",
+                "(d1) web: malformed request -> 400",
+                "(d1) web: GET /stats -> 200",
+                "(d1) web: GET /quit -> 200",
+            ]),
+            Expect::Count("(d1) web: GET /index.html -> 200", 20),
+            // The bad one and the stalled client's half request.
+            Expect::Count("(d1) web: malformed request -> 400", 2),
+            Expect::Line("(d1) web: served 28 requests"),
+            Expect::Line("(d1) web: vif disconnected, powering off"),
+            Expect::Line("(d0) netback: record 1 of d1 closed (the frontend closed)"),
+            // Every frame the guest sent was delivered (to the NIC), every
+            // frame for it had a posted page, and the NIC took every frame.
+            Expect::Line(" frames sent, 0 refused, "),
+            Expect::Line(" received, 0 dropped"),
+            Expect::Line("(d0) netback: uplink: "),
+            Expect::Line(" from the wire, 0 refused by the NIC, 0 from the wire dropped"),
+            // The NIC's MSI-X event woke the loop (nothing else would have
+            // for a frame from the wire).
+            Expect::Number {
+                line: "(d0) netback: uplink: ",
+                key: "interrupts ",
+                per: None,
+                min: 1.0,
+                max: 1e9,
+            },
+            Expect::Line("(hv) d1 'web': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("aborted"),
+            Expect::Absent("DHCP lease lost"),
+            Expect::Absent("DMA fault"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
     xsa!(
         "xsa-7",
         "A syscall whose return address is 2^47 and non-canonical handler, callback and iret targets: the guest gets a fault at a canonical rip",
@@ -1464,6 +1621,233 @@ pub(crate) static ALL: &[Scenario] = &[
         ]
     ),
     Scenario {
+        name: "xsa-155-backend",
+        about: "XSA-155 against blkback and netback: a frontend on its own pCPU rewrites the sector, segment, tx grant/offset and size of each request until the response comes; every result is exactly one version, invalid versions are refused, while fsdemo and a TCP pair use the same backends",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_AUDIT,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=64M pin=0 -- disk=16 seed=gpt-fat blk=1:lba:28638+4096 blk=1:lba:28638+64:ro blk=2:gpt:1 net=1:02:00:00:00:01:01 net=1:02:00:00:00:01:02 net=3:02:00:00:00:00:01 net=4:02:00:00:00:00:02",
+            },
+            Module {
+                image: Image::Guest("evil-frontend"),
+                args: "name=evil mem=16M pin=1 -- mode=xsa-155 victim=2 rounds=200",
+            },
+            Module {
+                image: Image::Guest("fsdemo"),
+                args: "name=fsdemo mem=16M",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=server mem=16M -- role=server ip=10.0.0.1",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=client mem=16M -- role=client ip=10.0.0.2 server=10.0.0.1 bytes=262144",
+            },
+        ],
+        smp: 2,
+        mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
+        timeout_secs: 240,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) evil-frontend: blkback, 200 reads rewritten under the backend: "),
+            Expect::Line("; each result exactly one version"),
+            Expect::Line("(d1) evil-frontend: blkif responses: ids, operations and statuses as sent, pads zero"),
+            Expect::Line("(d1) evil-frontend: blkback, 100 requests on a read-only device flipping between READ and WRITE: "),
+            Expect::Line("; the device never changed"),
+            Expect::Line("(d1) evil-frontend: netback, 200 frames rewritten under the backend: "),
+            Expect::Line("; each frame exactly one version"),
+            Expect::Line("(d1) evil-frontend: netif responses: ids and statuses defined"),
+            Expect::Line("(d1) evil-frontend: xsa-155: all checks passed"),
+            Expect::Line("(d2) fsdemo: NOTES.TXT read back intact after reconnecting; all checks passed"),
+            Expect::Line("(d3) nettest: server received 262144 bytes intact, checksum"),
+            Expect::Line("(d4) nettest: client sent 262144 bytes; the server confirmed count and checksum"),
+            Expect::Absent("broke the ring"),
+            Expect::Line("(hv) d1 'evil': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'fsdemo': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "xsa-216-backend",
+        about: "XSA-216 against blkback and netback: every response field is defined, pads are zero, nothing is written past a response in its slot, outside a transfer in a granted page, past a frame in an rx page or into a refused page",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_AUDIT,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=16 blk=1:lba:0+4096 net=1:02:00:00:00:01:01 net=1:02:00:00:00:01:02",
+            },
+            Module {
+                image: Image::Guest("evil-frontend"),
+                args: "name=evil mem=16M -- mode=xsa-216 victim=0 rounds=24",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) evil-frontend: blkback, 24 reads checked: 24 got sector 0"),
+            Expect::Line("(d1) evil-frontend: blkif responses: ids, operations and statuses as sent, pads zero"),
+            Expect::Line("(d1) evil-frontend: netback, 24 frames checked: 24 at offset 0"),
+            Expect::Line("(d1) evil-frontend: netif responses: ids and statuses defined"),
+            Expect::Line("(d1) evil-frontend: xsa-216: all checks passed"),
+            Expect::Line("(hv) d1 'evil': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "xsa-332-backend",
+        about: "XSA-332 against the backends: a frontend sends events with no work to blkback and netback without pause; another guest's disk reads and frames keep at least 20% of their unstormed rate, and the stormer is still served after",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_AUDIT,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- disk=16 blk=1:lba:0+4096 blk=2:lba:4096+4096 net=1:02:00:00:00:01:01 net=2:02:00:00:00:02:01 net=2:02:00:00:00:02:02",
+            },
+            Module {
+                image: Image::Guest("evil-frontend"),
+                args: "name=stormer mem=16M -- mode=xsa-332 victim=2",
+            },
+            Module {
+                image: Image::Guest("evil-frontend"),
+                args: "name=victim mem=16M -- mode=victim peer=1 rounds=400",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
+        timeout_secs: 180,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) evil-frontend: storm: "),
+            Expect::Line("(d2) evil-frontend: victim: 400 rounds of a 64 KiB read and a frame took "),
+            Expect::Line("(d2) BENCH name=xsa332_victim_io_share value="),
+            Expect::Line("(d2) evil-frontend: victim: I/O kept flowing through the storm"),
+            Expect::Line("(d1) evil-frontend: after the storm blkback and netback still answer the stormer"),
+            Expect::Absent("broke the ring"),
+            Expect::Line("(hv) d1 'stormer': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'victim': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "evil-netfront",
+        about: "A hostile netfront sends malformed tx requests, bad, foreign and read-only grants, a forged source MAC, a request storm and broken ring indices; netback answers with errors or drops, closes only that vif, serves it again after reconnecting, while two other guests exchange TCP through the bridge",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_AUDIT,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- net=1:02:00:00:00:01:01 net=1:02:00:00:00:01:02 net=2:02:00:00:00:00:01 net=3:02:00:00:00:00:02",
+            },
+            Module {
+                image: Image::Guest("evil-frontend"),
+                args: "name=evil mem=16M -- mode=net victim=2 storm=2000",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=server mem=16M -- role=server ip=10.0.0.1",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=client mem=16M -- role=client ip=10.0.0.2 server=10.0.0.1 bytes=262144",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
+        timeout_secs: 180,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d1) evil-frontend: 10 malformed tx requests all got NETIF_RSP_ERROR"),
+            Expect::Line("(d1) evil-frontend: 2 frames with a forged source MAC dropped"),
+            Expect::Line("(d1) evil-frontend: rx pages read-only, ungranted, foreign and padded all got NETIF_RSP_ERROR; the next good page got its frame"),
+            Expect::Line("(d1) evil-frontend: storm of 2000 tx requests, 2000 answered"),
+            Expect::Line("(d1) evil-frontend: tx req_prod one past a full ring: netback closed the vif"),
+            Expect::Line("(d1) evil-frontend: rx req_prod far ahead of the consumer: netback closed the vif"),
+            Expect::Line("(d1) evil-frontend: tx req_prod behind the consumer: netback closed the vif"),
+            Expect::Count("(d0) netback: record 1 of d1 closed (the frontend broke the ring)", 3),
+            Expect::Line("(d1) evil-frontend: reconnected; honest frames flow again"),
+            Expect::Line("(d1) evil-frontend: all netif attacks answered"),
+            Expect::Line("(d2) nettest: server received 262144 bytes intact, checksum"),
+            Expect::Line("(d3) nettest: client sent 262144 bytes; the server confirmed count and checksum"),
+            Expect::Absent("record 3 of d2 closed (the frontend broke"),
+            Expect::Absent("record 4 of d3 closed (the frontend broke"),
+            Expect::Line("(hv) d1 'evil': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'server': shut down (poweroff)"),
+            Expect::Line("(hv) d3 'client': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "xsa-391-frontend",
+        about: "XSA-391 against the kit's frontends: a guest made the backend of a blk and a net record (foreign-blk=, foreign-net=) answers with unknown and repeated ids, wrong operations, undefined statuses and impossible rx frames, floods events, then publishes an impossible producer; blkfront and netfront refuse and count the garbage, time out instead of hanging, keep their books and disconnect cleanly",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE_AUDIT,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=16M -- foreign-blk=2:1:64 foreign-net=2:1:02:00:00:00:03:01",
+            },
+            Module {
+                image: Image::Guest("rogue-backend"),
+                args: "name=frontend mem=16M -- role=frontend",
+            },
+            Module {
+                image: Image::Guest("rogue-backend"),
+                args: "name=rogue mem=16M -- role=backend",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: &[],
+        disks: &[],
+        timeout_secs: 120,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("(d0) toolstack: record 1: blk for d1 backed by d2"),
+            Expect::Line("(d0) toolstack: record 2: net for d1 backed by d2"),
+            Expect::Line("(d1) rogue-backend: blkfront: unknown id, repeated id, wrong operation and undefined status refused (4 counted)"),
+            Expect::Line("(d1) rogue-backend: blkfront: a wait under the event storm timed out after "),
+            Expect::Line("(d1) rogue-backend: blkfront: rsp_prod 1000 ahead refused (ring error), nothing taken, 2 still in flight"),
+            Expect::Line("(d1) rogue-backend: blkfront: disconnected cleanly"),
+            Expect::Line("(d1) rogue-backend: netfront: unknown and repeated ids, oversized, zero-length and out-of-page rx refused (7 counted)"),
+            Expect::Line("(d1) rogue-backend: netfront: rx rsp_prod 1000 ahead refused (ring error), nothing taken"),
+            Expect::Line("(d1) rogue-backend: netfront: disconnected cleanly"),
+            Expect::Line("(d1) rogue-backend: frontend: survived the rogue backend"),
+            Expect::Line("(d2) rogue-backend: backend: every attack sent"),
+            Expect::Line("(hv) d1 'frontend': shut down (poweroff)"),
+            Expect::Line("(hv) d2 'rogue': shut down (poweroff)"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Line("audit: ok"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
         name: "dd-vtd",
         about: "q35 with an Intel IOMMU: domain 0 drives virtio-blk, NVMe and virtio-net behind VT-d",
         kind: Kind::Test,
@@ -1624,6 +2008,43 @@ pub(crate) static ALL: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "net-bench",
+        about: "TCP throughput timed in the sending guest (smoltcp over netfront): guest->guest through the bridge and guest->host through the bridge, domain 0's virtio-net NIC and QEMU's user network to a host sink, with domain 0's raw NIC transmit rate measured first in the same boot",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE_DD,
+        modules: &[
+            Module {
+                image: Image::Guest("driver-domain"),
+                args: "name=driver mem=32M -- bench=1 nic=virtio-net net=1:02:00:00:00:00:01 net=2:02:00:00:00:00:02",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=server mem=16M -- role=server ip=10.0.2.16 conns=5",
+            },
+            Module {
+                image: Image::Guest("nettest"),
+                args: "name=client mem=16M -- role=bench ip=10.0.2.15 server=10.0.2.16 host=10.0.2.2:{host_port} bytes=262144 runs=5",
+            },
+        ],
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: NET_BENCH_NIC,
+        disks: &[],
+        timeout_secs: 600,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("BENCH name=dd_net_tx_mibs"),
+            Expect::Line("(d0) netback: the bridge holds the NIC"),
+            Expect::Count("(d1) nettest: server received 262144 bytes intact", 5),
+            Expect::Line("BENCH name=guest_net_tcp_guest_to_guest_mibs"),
+            Expect::Line("BENCH name=guest_net_tcp_guest_to_host_mibs"),
+            Expect::Line("(d2) nettest: bench: guest->host / guest->guest = "),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("crashed"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
         name: "dma-attack",
         about: "Domain 0 points a device's DMA at a frame it does not own: the IOMMU blocks and reports it; an unassigned device is invisible",
         kind: Kind::Test,
@@ -1652,15 +2073,91 @@ pub(crate) static ALL: &[Scenario] = &[
             Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
         ],
     },
+    Scenario {
+        name: "toolstack",
+        about: "pvctl on the host drives the driver domain's toolstack over the management socket: 50 guests created from a config, listed, watched and destroyed with free memory back to the frame; a guest destroyed mid disk and net I/O; bad input refused with one line each; poweroff",
+        kind: Kind::Test,
+        hv_cmdline: HV_CMDLINE,
+        modules: TOOLSTACK_MODULES,
+        smp: 1,
+        mem_mib: 512,
+        qemu_args: TOOLSTACK_QEMU,
+        disks: &[],
+        timeout_secs: 900,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("toolstack: serving management protocol 1"),
+            Expect::Line("toolstack: dropped a half-sent frame"),
+            Expect::Line("(d0) toolstack: created d"),
+            Expect::Line("ticker: got \"hello from the host\""),
+            Expect::Line("ticker: io running"),
+            Expect::Line("ticker: io ok after 30 rounds"),
+            Expect::Line("toolstack: pvctl asked to power the machine off"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("audit: FAILED"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
+    Scenario {
+        name: "toolstack-bench",
+        about: "pvctl creates a minimal guest 10 times; the driver domain times create to first console line, split into toolstack and hypervisor time, and prints BENCH lines",
+        kind: Kind::Bench,
+        hv_cmdline: HV_CMDLINE,
+        modules: TOOLSTACK_MODULES,
+        smp: 1,
+        mem_mib: 256,
+        qemu_args: TOOLSTACK_QEMU,
+        disks: &[],
+        timeout_secs: 600,
+        exit_status: POWEROFF,
+        expect: &[
+            Expect::Line("BENCH name=create_to_first_output_us"),
+            Expect::Line("BENCH name=create_toolstack_us"),
+            Expect::Line("BENCH name=create_hypervisor_us"),
+            Expect::Line("(hv) d0 'driver': shut down (poweroff)"),
+            Expect::Absent("(hv) PANIC"),
+        ],
+    },
 ];
 
 #[cfg(test)]
 mod xsa_tests {
     use super::*;
 
-    /// The `xsa-*` scenarios of the security regression suite.
+    /// The `xsa-<n>` scenarios of the security regression suite (the
+    /// xsa-suite guest's; `xsa-<n>-backend`/`-frontend` attack the split
+    /// drivers with their own guests).
     fn xsa() -> impl Iterator<Item = &'static Scenario> {
-        ALL.iter().filter(|s| s.name.starts_with("xsa-"))
+        ALL.iter().filter(|s| {
+            s.name
+                .strip_prefix("xsa-")
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
+
+    #[test]
+    fn every_split_driver_xsa_scenario_audits_and_names_its_class() {
+        let split: Vec<&Scenario> = ALL
+            .iter()
+            .filter(|s| s.name.starts_with("xsa-") && !xsa().any(|x| x.name == s.name))
+            .collect();
+        assert!(split.len() >= 4);
+        for s in split {
+            let class = s.name.split('-').nth(1).unwrap_or("");
+            assert!(
+                ALL.iter().any(|x| x.name == format!("xsa-{class}")),
+                "{}: no xsa-{class} beside it",
+                s.name
+            );
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Line("audit: ok"))));
+            assert!(s
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Absent("(hv) PANIC"))));
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Boot the images already built instead of building first.
     #[arg(long)]
     pub no_build: bool,
+    /// Run only these bench scenarios (repeatable; default: all of them).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Vec<String>,
 }
 
 /// One figure with the mode it came from.
@@ -59,10 +62,24 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let benches: Vec<&Scenario> = scenarios()
         .iter()
         .filter(|s| s.kind == Kind::Bench)
+        .filter(|s| args.scenario.is_empty() || args.scenario.iter().any(|n| n == s.name))
         .collect();
+    if let Some(unknown) = args
+        .scenario
+        .iter()
+        .find(|n| !benches.iter().any(|s| s.name == n.as_str()))
+    {
+        let names: Vec<&str> = scenarios()
+            .iter()
+            .filter(|s| s.kind == Kind::Bench)
+            .map(|s| s.name)
+            .collect();
+        return Err(format!("no bench scenario `{unknown}`; known: {}", names.join(", ")).into());
+    }
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for(benches.iter().copied()))?;
+        kernels::build_host_tools(&ws)?;
     }
 
     let options = BootOptions {
@@ -72,6 +89,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         mem_mib: None,
         timeout_secs: args.timeout,
         echo: false,
+        serve_pvctl: false,
     };
     let mut rows = Vec::new();
     let mut all_passed = true;

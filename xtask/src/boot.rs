@@ -39,6 +39,40 @@ pub struct BootOptions {
     pub timeout_secs: Option<u64>,
     /// Serial on the terminal as it arrives.
     pub echo: bool,
+    /// Interactive `cargo xtask run`: the driver domain runs its toolstack
+    /// (`toolstack=1`: it stays up until `pvctl poweroff`) and the management
+    /// UART is a unix socket in the scratch directory ([`mgmt_socket`]).
+    pub serve_pvctl: bool,
+}
+
+/// QEMU arguments that make the management UART (COM2) a unix socket in the
+/// scratch directory, the second serial port (COM1 stays stdio).
+pub const MGMT_QEMU_ARGS: [&str; 4] = [
+    "-chardev",
+    "socket,id=mgmt,path={scratch}/mgmt.sock,server=on,wait=off",
+    "-serial",
+    "chardev:mgmt",
+];
+
+/// The management socket of `scenario` (absolute).
+pub fn mgmt_socket(ws: &Workspace, scenario: &Scenario) -> PathBuf {
+    ws.abs(&ws.scratch_dir(scenario.name).join("mgmt.sock"))
+}
+
+/// The driver domain's module arguments with `toolstack=1` added to its own
+/// command line (after `--`), and a 4 MiB RAM disk to cut guest disks from
+/// unless it names its disk.
+fn with_toolstack(args: &str) -> String {
+    let disk = if args.contains("disk=") {
+        ""
+    } else {
+        " disk=4"
+    };
+    if args.contains("--") {
+        format!("{} toolstack=1{disk}", args.trim_end())
+    } else {
+        format!("{} -- toolstack=1{disk}", args.trim_end())
+    }
 }
 
 /// A finished, judged boot.
@@ -62,12 +96,33 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
         )
         .into());
     }
+    let host_port = host_port_for(scenario)?;
+    let driver_args = match scenario.modules.first() {
+        Some(m) if options.serve_pvctl => with_toolstack(m.args),
+        Some(m) => m.args.to_owned(),
+        None => String::new(),
+    };
     let mut modules = Vec::with_capacity(scenario.modules.len());
-    for module in scenario.modules {
+    for (i, module) in scenario.modules.iter().enumerate() {
         let path = module_image(ws, scenario, &module.image)?;
-        modules.push((path, module.args));
+        let args = if i == 0 {
+            driver_args.as_str()
+        } else {
+            module.args
+        };
+        modules.push((path, expand_host_port(args, host_port)));
     }
-    let (extra_args, host_port) = scenario_devices(ws, scenario)?;
+    let modules: Vec<(PathBuf, &str)> = modules
+        .iter()
+        .map(|(path, args)| (path.clone(), args.as_str()))
+        .collect();
+    let mut extra_args = scenario_devices(ws, scenario, host_port)?;
+    if options.serve_pvctl && !scenario.qemu_args.iter().any(|a| a.contains("id=mgmt")) {
+        let dir = ws.scratch_dir(scenario.name);
+        std::fs::create_dir_all(ws.abs(&dir))
+            .map_err(|e| format!("cannot create {}: {e}", ws.abs(&dir).display()))?;
+        extra_args.extend(expand_scratch(&MGMT_QEMU_ARGS, &dir)?);
+    }
     Ok(Machine {
         accel: options.accel,
         icount: options.icount,
@@ -81,10 +136,40 @@ pub fn prepare(ws: &Workspace, scenario: &Scenario, options: &BootOptions) -> Re
     })
 }
 
+/// A free host TCP port if [`HOST_PORT`] appears in the scenario's QEMU
+/// arguments (a `hostfwd`) or module arguments (a guest told where the
+/// host listens), else `None`.
+fn host_port_for(scenario: &Scenario) -> Result<Option<u16>> {
+    let wanted = scenario
+        .qemu_args
+        .iter()
+        .copied()
+        .chain(scenario.modules.iter().map(|m| m.args))
+        .any(|a| a.contains(HOST_PORT));
+    if !wanted {
+        return Ok(None);
+    }
+    drive::free_host_port()
+        .map(Some)
+        .map_err(|e| format!("cannot find a free host TCP port: {e}").into())
+}
+
+/// `text` with every [`HOST_PORT`] replaced by `port` (unchanged without one).
+fn expand_host_port(text: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) => text.replace(HOST_PORT, &port.to_string()),
+        None => text.to_owned(),
+    }
+}
+
 /// Creates the scenario's disk images (fresh, zero-filled) and returns its
 /// extra QEMU arguments with [`SCRATCH`] replaced by its scratch directory and
-/// [`HOST_PORT`] by a free host TCP port (returned too).
-fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<(Vec<String>, Option<u16>)> {
+/// [`HOST_PORT`] by `host_port`.
+fn scenario_devices(
+    ws: &Workspace,
+    scenario: &Scenario,
+    host_port: Option<u16>,
+) -> Result<Vec<String>> {
     let dir = ws.scratch_dir(scenario.name);
     if !scenario.disks.is_empty() || drive::driver_for(scenario.name).is_some() {
         std::fs::create_dir_all(ws.abs(&dir))
@@ -111,17 +196,11 @@ fn scenario_devices(ws: &Workspace, scenario: &Scenario) -> Result<(Vec<String>,
             }
         }
     }
-    let mut args = expand_scratch(scenario.qemu_args, &dir)?;
-    let mut host_port = None;
-    if args.iter().any(|a| a.contains(HOST_PORT)) {
-        let port = drive::free_host_port()
-            .map_err(|e| format!("cannot find a free host TCP port: {e}"))?;
-        for arg in &mut args {
-            *arg = arg.replace(HOST_PORT, &port.to_string());
-        }
-        host_port = Some(port);
-    }
-    Ok((args, host_port))
+    let args = expand_scratch(scenario.qemu_args, &dir)?;
+    Ok(args
+        .iter()
+        .map(|a| expand_host_port(a, host_port))
+        .collect())
 }
 
 /// `args` with every [`SCRATCH`] replaced by `dir` (root-relative, which must
@@ -158,12 +237,13 @@ pub fn boot(
         echo: options.echo,
         kill_after: scenario.kill_after(),
         host: drive::driver_for(scenario.name).map(|driver| {
-            let session = Session::new(
+            let mut session = Session::new(
                 ws.root.clone(),
                 ws.abs(&ws.scratch_dir(scenario.name)),
                 machine.host_port.unwrap_or(0),
                 Arc::new(SerialFeed::default()),
             );
+            session.stays_up = options.serve_pvctl;
             (driver, session)
         }),
     })?;
@@ -333,6 +413,42 @@ mod tests {
     }
 
     #[test]
+    fn host_port_is_expanded_in_qemu_and_module_arguments() {
+        assert_eq!(
+            expand_host_port(
+                "user,hostfwd=tcp:127.0.0.1:{host_port}-10.0.2.15:80",
+                Some(8080)
+            ),
+            "user,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80"
+        );
+        assert_eq!(
+            expand_host_port("name=c -- host=10.0.2.2:{host_port}", Some(9)),
+            "name=c -- host=10.0.2.2:9"
+        );
+        assert_eq!(expand_host_port("a {host_port}", None), "a {host_port}");
+        let web = paravane_tests::find("web").expect("web");
+        assert!(host_port_for(web).expect("port").is_some_and(|p| p != 0));
+        let demo_free = paravane_tests::find("pingpong").expect("pingpong");
+        assert_eq!(host_port_for(demo_free).expect("none"), None);
+    }
+
+    #[test]
+    fn toolstack_goes_on_the_driver_domains_own_command_line() {
+        assert_eq!(
+            with_toolstack("name=driver mem=16M"),
+            "name=driver mem=16M -- toolstack=1 disk=4"
+        );
+        assert_eq!(
+            with_toolstack("name=driver mem=32M -- devices=1"),
+            "name=driver mem=32M -- devices=1 toolstack=1 disk=4"
+        );
+        assert_eq!(
+            with_toolstack("name=driver mem=32M -- disk=virtio-blk"),
+            "name=driver mem=32M -- disk=virtio-blk toolstack=1"
+        );
+    }
+
+    #[test]
     fn missing_hypervisor_says_to_build() {
         let ws = Workspace {
             root: std::env::temp_dir().join("xtask-no-such-workspace"),
@@ -345,6 +461,7 @@ mod tests {
             mem_mib: None,
             timeout_secs: None,
             echo: false,
+            serve_pvctl: false,
         };
         let Err(crate::Error::Failed(message)) = prepare(&ws, scenario, &options) else {
             panic!("expected a failure")

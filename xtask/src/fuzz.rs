@@ -31,7 +31,7 @@ pub struct FuzzArgs {
     #[arg(long)]
     iters: Option<u64>,
     /// Only this target (elf, module-cmdline, hv-cmdline, ring, acpi, blkif,
-    /// netif, devbus).
+    /// netif, http, devbus).
     #[arg(long)]
     target: Option<String>,
 }

@@ -47,6 +47,29 @@ pub fn build_hypervisor(ws: &Workspace) -> Result<()> {
     .map_err(|e| with_context(e, "building hv-core"))
 }
 
+/// The host tools' package (the admin CLI), built for the host.
+pub const PVCTL: &str = "pvctl";
+
+/// Builds the host tools (`pvctl`) into `target/host`, where
+/// [`Workspace::pvctl`] finds them.
+pub fn build_host_tools(ws: &Workspace) -> Result<()> {
+    println!("building host tools: {PVCTL}…");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&ws.root)
+        .args(["build", "--quiet", "-p", PVCTL, "--target-dir"])
+        .arg(ws.host_target_dir())
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    check_interrupted()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building {PVCTL} failed ({status})").into())
+    }
+}
+
 /// Builds the given guest packages into `target/guest`.
 pub fn build_guests(ws: &Workspace, packages: &[String]) -> Result<()> {
     if packages.is_empty() {
@@ -219,6 +242,6 @@ mod tests {
             assert!(all.iter().any(|g| g == bin), "{bin} missing from {all:?}");
         }
         let demo = paravane_tests::find("demo").expect("demo");
-        assert_eq!(guests_for([demo]), ["driver-domain", "hello"]);
+        assert_eq!(guests_for([demo]), ["driver-domain", "web", "fsdemo"]);
     }
 }

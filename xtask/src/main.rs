@@ -118,6 +118,7 @@ fn build() -> Result<bool> {
     prereq::ensure()?;
     kernels::build_hypervisor(&ws)?;
     kernels::build_guests(&ws, &kernels::all_guests(&ws))?;
+    kernels::build_host_tools(&ws)?;
     println!("kernels built under {}", display(&ws.root.join("target")));
     Ok(true)
 }

@@ -138,7 +138,8 @@ pub struct Machine {
     pub initrd: String,
     /// The scenario's own devices and other arguments, appended last.
     pub extra_args: Vec<String>,
-    /// The host port `{host_port}` stood for in `extra_args`, if it appeared.
+    /// The host port `{host_port}` stood for in `extra_args` or the module
+    /// arguments, if it appeared.
     pub host_port: Option<u16>,
 }
 

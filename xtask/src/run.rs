@@ -33,7 +33,14 @@ pub struct RunArgs {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+    /// Let a demo end when its guests do, instead of serving pvctl until
+    /// Ctrl-C or `pvctl poweroff`.
+    #[arg(long)]
+    pub exit: bool,
 }
+
+/// How long an interactive demo may run: until Ctrl-C or `pvctl poweroff`.
+const SERVE_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 
 /// Parses a RAM size (`512M`, `1G`, `512MiB`, bare number = MiB) into MiB.
 pub fn parse_mem_mib(text: &str) -> std::result::Result<u32, String> {
@@ -85,14 +92,18 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     if !args.no_build {
         kernels::build_hypervisor(&ws)?;
         kernels::build_guests(&ws, &kernels::guests_for([scenario]))?;
+        kernels::build_host_tools(&ws)?;
     }
+    // A demo stays up and serves pvctl (issue #8), unless --exit.
+    let serve_pvctl = scenario.kind == paravane_tests::Kind::Demo && !args.exit;
     let options = BootOptions {
         accel: qemu::resolve_accel(args.accel)?,
         icount: false,
         smp: args.smp,
         mem_mib: args.mem,
-        timeout_secs: args.timeout,
+        timeout_secs: args.timeout.or(serve_pvctl.then_some(SERVE_TIMEOUT_SECS)),
         echo: true,
+        serve_pvctl,
     };
     let machine = boot::prepare(&ws, scenario, &options)?;
     println!(
@@ -101,6 +112,20 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         scenario.modules.len(),
         machine.label()
     );
+    if let Some(port) = machine.host_port {
+        println!(
+            "host port {port} reaches the guests (QEMU hostfwd); while it runs: curl http://127.0.0.1:{port}/"
+        );
+    }
+    if serve_pvctl {
+        let socket = boot::mgmt_socket(&ws, scenario);
+        println!(
+            "the driver domain serves pvctl on {}; in another terminal:\n  PVCTL_SOCKET={} {} list\n  (or PVCTL_SOCKET=… cargo run -p pvctl -- list)\nCtrl-C or `pvctl poweroff` ends the machine",
+            display(&socket),
+            socket.display(),
+            display(&ws.pvctl()),
+        );
+    }
     let booted = boot::boot(&ws, &qemu_bin, scenario, &machine, &options)?;
     let seconds = booted.finished.elapsed.as_secs_f64();
     if booted.verdict.passed {

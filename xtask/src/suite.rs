@@ -71,6 +71,7 @@ fn steps(tally: &mut Tally) -> Result<()> {
         .collect();
     kernels::build_hypervisor(&ws)?;
     kernels::build_guests(&ws, &kernels::guests_for(suite.iter().copied()))?;
+    kernels::build_host_tools(&ws)?;
 
     println!("running {} scenarios under TCG", suite.len());
     let options = BootOptions {
@@ -80,6 +81,7 @@ fn steps(tally: &mut Tally) -> Result<()> {
         mem_mib: None,
         timeout_secs: None,
         echo: false,
+        serve_pvctl: false,
     };
     for scenario in suite {
         if run_one(&ws, &qemu_bin, scenario, &options)? {

@@ -46,6 +46,16 @@ impl Workspace {
         self.root.join("target/guest")
     }
 
+    /// Build directory of the host tools (`pvctl`).
+    pub fn host_target_dir(&self) -> PathBuf {
+        self.root.join("target/host")
+    }
+
+    /// The `pvctl` binary [`crate::kernels::build_host_tools`] builds (absolute).
+    pub fn pvctl(&self) -> PathBuf {
+        self.host_target_dir().join("debug/pvctl")
+    }
+
     /// The hv-core ELF, relative to the root.
     pub fn hv_image(&self) -> PathBuf {
         Path::new("target/hv")

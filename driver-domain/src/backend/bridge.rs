@@ -1,8 +1,9 @@
-//! An L2 learning bridge (SPEC.md NET-4) between the vifs (and later the
-//! physical NIC): it learns which port each source MAC lives behind and
-//! forwards a unicast frame to that port only; broadcast, multicast and
-//! unknown destinations are flooded to every other port. Pure logic,
-//! host-tested; ports are numbers the caller chooses.
+//! An L2 learning bridge (SPEC.md NET-4) between the vifs and, with
+//! `nic=virtio-net`, the physical NIC ([`UPLINK_PORT`]): it learns which
+//! port each source MAC lives behind and forwards a unicast frame to that
+//! port only; broadcast, multicast and unknown destinations are flooded to
+//! every other port. Pure logic, host-tested; ports are numbers the caller
+//! chooses (netback uses a vif's devbus record id).
 //!
 //! # Invariants
 //! - The table holds at most [`MAX_ENTRIES`] addresses (the least recently
@@ -10,6 +11,11 @@
 //! - A frame is never sent back out of the port it came in on.
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+/// The bridge port of the physical NIC (devbus record ids, the vifs'
+/// ports, never reach it).
+pub const UPLINK_PORT: u32 = u32::MAX;
 
 /// Addresses the bridge remembers.
 pub const MAX_ENTRIES: usize = 256;
@@ -23,6 +29,28 @@ pub enum Forward {
     Flood,
     /// Nowhere (too short, or its destination is behind its own port).
     Drop,
+}
+
+/// The ports a flooded frame that came in on `in_port` goes to: every vif
+/// port in `vifs` but `in_port`, then the uplink if there is one and the
+/// frame did not come from it.
+pub fn flood_targets(vifs: impl Iterator<Item = u32>, uplink: bool, in_port: u32) -> Vec<u32> {
+    vifs.chain(uplink.then_some(UPLINK_PORT))
+        .filter(|&p| p != in_port)
+        .collect()
+}
+
+/// Whether a frame from the wire may enter the bridge: not when it is
+/// shorter than a header, nor when its source MAC is one of the vifs'
+/// (`vif_macs`), which would move that vif's entry to the uplink.
+pub fn wire_frame_allowed<'a>(
+    frame: &[u8],
+    mut vif_macs: impl Iterator<Item = &'a [u8; 6]>,
+) -> bool {
+    match frame.get(6..12) {
+        Some(src) if frame.len() >= 14 => !vif_macs.any(|m| m[..] == *src),
+        _ => false,
+    }
 }
 
 /// The learning table.
@@ -121,7 +149,52 @@ mod tests {
         assert_eq!(br.forward(1, &frame(B, A)), Forward::Flood);
     }
 
+    #[test]
+    fn the_uplink_is_one_more_port() {
+        assert_eq!(
+            flood_targets([1, 2, 3].into_iter(), true, 2),
+            [1, 3, UPLINK_PORT]
+        );
+        assert_eq!(flood_targets([1, 2].into_iter(), true, UPLINK_PORT), [1, 2]);
+        assert_eq!(flood_targets([1, 2].into_iter(), false, 1), [2]);
+        // Learned behind the uplink: unicast goes out there only.
+        let mut br = Bridge::new();
+        let gw = [0x52, 0x55, 10, 0, 2, 2];
+        assert_eq!(br.forward(UPLINK_PORT, &frame(BCAST, gw)), Forward::Flood);
+        assert_eq!(br.forward(1, &frame(gw, A)), Forward::To(UPLINK_PORT));
+        assert_eq!(br.forward(UPLINK_PORT, &frame(A, gw)), Forward::To(1));
+        // The wire cannot claim a vif's address.
+        let vifs = [A, B];
+        assert!(wire_frame_allowed(&frame(A, gw), vifs.iter()));
+        assert!(!wire_frame_allowed(&frame(gw, B), vifs.iter()));
+        assert!(!wire_frame_allowed(&[0u8; 13], vifs.iter()));
+    }
+
     proptest! {
+        /// Flooding never sends a frame back where it came from, always
+        /// reaches every other vif, and reaches the uplink exactly when
+        /// there is one and the frame is not from it.
+        #[test]
+        fn flood_targets_are_every_other_port(
+            vifs in proptest::collection::btree_set(1u32..50, 0..10),
+            uplink in any::<bool>(),
+            from_uplink in any::<bool>(),
+            pick in any::<u32>(),
+        ) {
+            let list: Vec<u32> = vifs.iter().copied().collect();
+            let in_port = if from_uplink || list.is_empty() {
+                UPLINK_PORT
+            } else {
+                list[pick as usize % list.len()]
+            };
+            let targets = flood_targets(list.iter().copied(), uplink, in_port);
+            prop_assert!(!targets.contains(&in_port));
+            for v in &list {
+                prop_assert_eq!(targets.contains(v), *v != in_port);
+            }
+            prop_assert_eq!(targets.contains(&UPLINK_PORT), uplink && in_port != UPLINK_PORT);
+        }
+
         /// NET-4: whatever frames arrive, the table stays bounded, holds no
         /// multicast source, and a frame never goes back where it came from.
         #[test]

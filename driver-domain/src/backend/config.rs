@@ -10,7 +10,13 @@
 //! - `blk=<frontend domid>:<view>[:ro]`, repeatable, with `<view>` one of
 //!   `whole`, `gpt:<n>` (partition `n`, from 1) or `lba:<first>+<count>`
 //!   (512-byte units);
-//! - `net=<frontend domid>:<mac>`, repeatable, `<mac>` as `02:00:00:00:00:01`.
+//! - `net=<frontend domid>:<mac>`, repeatable, `<mac>` as `02:00:00:00:00:01`;
+//! - `foreign-blk=<backend domid>:<frontend domid>:<units>` and
+//!   `foreign-net=<backend domid>:<frontend domid>:<mac>`, repeatable: records
+//!   this domain creates for another backend domain and does not serve (a
+//!   test guest acting as a backend, SPEC DEV-6).
+//! - `nic=virtio-net`: put the driver domain's own virtio-net NIC on the
+//!   vifs' bridge as its uplink port, so guests reach the outside (NET-4).
 //!
 //! Parsing is pure and host-tested; a bad token is reported, not fatal.
 
@@ -41,6 +47,13 @@ pub enum DiskDevice {
     Nvme,
 }
 
+/// A physical NIC the bridge holds as its uplink (`nic=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicDevice {
+    /// The first virtio-net device assigned to this domain.
+    VirtioNet,
+}
+
 /// One `blk=` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkConfig {
@@ -56,6 +69,23 @@ pub struct NetConfig {
     pub mac: [u8; 6],
 }
 
+/// What a `foreign-*=` record configures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignDevice {
+    /// A block device of `units` 512-byte units.
+    Blk { units: u64 },
+    /// A vif with this MAC.
+    Net { mac: [u8; 6] },
+}
+
+/// One `foreign-blk=` / `foreign-net=` entry: a record another domain backs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForeignConfig {
+    pub backend: DomId,
+    pub frontend: DomId,
+    pub device: ForeignDevice,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -65,6 +95,9 @@ pub struct Config {
     pub seed: bool,
     pub blk: Vec<BlkConfig>,
     pub net: Vec<NetConfig>,
+    pub foreign: Vec<ForeignConfig>,
+    /// `Some` when the bridge holds a physical NIC (`nic=virtio-net`).
+    pub nic: Option<NicDevice>,
 }
 
 fn number(text: &str) -> Option<u64> {
@@ -124,6 +157,30 @@ fn parse_net(value: &str) -> Option<NetConfig> {
     })
 }
 
+/// Parses `<backend>:<frontend>:<rest>` of a `foreign-*=` value.
+fn parse_foreign(value: &str, net: bool) -> Option<ForeignConfig> {
+    let (backend, rest) = value.split_once(':')?;
+    let (frontend, rest) = rest.split_once(':')?;
+    let backend = DomId::try_from(number(backend)?).ok()?;
+    let frontend = DomId::try_from(number(frontend)?).ok()?;
+    let device = if net {
+        ForeignDevice::Net {
+            mac: parse_mac(rest)?,
+        }
+    } else {
+        let units = number(rest)?;
+        if units == 0 {
+            return None;
+        }
+        ForeignDevice::Blk { units }
+    };
+    (backend != frontend).then_some(ForeignConfig {
+        backend,
+        frontend,
+        device,
+    })
+}
+
 /// Parses the command line; returns the configuration and the tokens it refused.
 pub fn parse(line: &str) -> (Config, Vec<&str>) {
     let mut config = Config {
@@ -156,6 +213,19 @@ pub fn parse(line: &str) -> (Config, Vec<&str>) {
             }
             "blk" => parse_blk(value).map(|b| config.blk.push(b)).is_some(),
             "net" => parse_net(value).map(|n| config.net.push(n)).is_some(),
+            "foreign-blk" => parse_foreign(value, false)
+                .map(|f| config.foreign.push(f))
+                .is_some(),
+            "foreign-net" => parse_foreign(value, true)
+                .map(|f| config.foreign.push(f))
+                .is_some(),
+            "nic" => match value {
+                "virtio-net" => {
+                    config.nic = Some(NicDevice::VirtioNet);
+                    true
+                }
+                _ => false,
+            },
             // Other keys belong to other parts of the driver domain.
             _ => true,
         };
@@ -226,6 +296,33 @@ mod tests {
     }
 
     #[test]
+    fn parses_foreign_records() {
+        let (c, refused) = parse(
+            "foreign-blk=4:3:64 foreign-net=4:3:02:00:00:00:00:09 foreign-blk=3:3:8 \
+             foreign-blk=4:3:0 foreign-net=4:3:01:00:00:00:00:01 foreign-blk=4",
+        );
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert_eq!(
+            c.foreign,
+            [
+                ForeignConfig {
+                    backend: 4,
+                    frontend: 3,
+                    device: ForeignDevice::Blk { units: 64 }
+                },
+                ForeignConfig {
+                    backend: 4,
+                    frontend: 3,
+                    device: ForeignDevice::Net {
+                        mac: [2, 0, 0, 0, 0, 9]
+                    }
+                },
+            ]
+        );
+        assert!(c.blk.is_empty() && c.net.is_empty());
+    }
+
+    #[test]
     fn selects_a_real_disk() {
         let (c, refused) = parse("devices=1 disk=virtio-blk blk=1:whole");
         assert!(refused.is_empty(), "{refused:?}");
@@ -235,5 +332,16 @@ mod tests {
         // The last `disk=` wins.
         let (c, _) = parse("disk=nvme disk=8");
         assert_eq!((c.device, c.disk_mib), (None, 8));
+    }
+
+    #[test]
+    fn selects_the_uplink_nic() {
+        let (c, refused) = parse("nic=virtio-net net=1:02:00:00:00:00:01");
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(c.nic, Some(NicDevice::VirtioNet));
+        assert_eq!(parse("net=1:02:00:00:00:00:01").0.nic, None);
+        let (c, refused) = parse("nic=e1000 nic=");
+        assert_eq!(refused, ["nic=e1000", "nic="]);
+        assert_eq!(c.nic, None);
     }
 }

@@ -3,14 +3,16 @@
 //! ([`config`]), the storage they serve (a RAM disk or a real disk,
 //! [`block_store`], [`gpt`],
 //! [`disk_image`]), blkback ([`blkback`]), and netback ([`netback`]) with
-//! its learning bridge ([`bridge`]), all driven by one event loop
+//! its learning bridge ([`bridge`]), which with `nic=virtio-net` also holds
+//! the physical NIC ([`Uplink`]), all driven by one event loop
 //! ([`Backends::run_until`]).
 //!
 //! The loop reconciles the devbus records this domain backs after every
 //! `VIRQ_DEVBUS` (DEV-4): it connects a record whose frontend published
 //! its rings, and tears a connection down when the frontend closed (or
 //! died) or the ring broke, closing its own side (DEV-3). Between rounds it
-//! blocks until a frontend notifies, a record changes or `done` holds.
+//! blocks until a frontend notifies, a record changes, the NIC raises its
+//! interrupt with a received frame waiting, or `done` holds.
 
 pub mod blkback;
 pub mod block_store;
@@ -38,8 +40,9 @@ use pv_guest_kit::ring::SharedPage;
 
 use blkback::{BlkConnection, Bounce, MAX_INDIRECT_SEGMENTS};
 use block_store::{BlockStore, RamDisk, SharedStore, View};
-use bridge::{Bridge, Forward};
+use bridge::{Bridge, Forward, UPLINK_PORT};
 use config::Config;
+use driver_domain::net::{NetError, Nic, MAX_FRAME};
 use hypercall_abi::netif::{NETIF_RSP_DROPPED, NETIF_RSP_OKAY};
 use netback::NetConnection;
 
@@ -47,6 +50,103 @@ use netback::NetConnection;
 enum Served {
     Blk { view: View, readonly: bool },
     Net { mac: [u8; 6] },
+}
+
+/// Frames taken from the NIC per round.
+const UPLINK_BUDGET: usize = 32;
+
+/// Counters of the uplink port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    /// Frames the bridge sent out on the wire.
+    pub to_wire: u64,
+    /// Frames that came in from the wire.
+    pub from_wire: u64,
+    /// Frames for the wire the NIC refused (transmit queue full after a
+    /// reclaim, bad length).
+    pub tx_dropped: u64,
+    /// Frames from the wire dropped: longer than a frame, or claiming a
+    /// vif's MAC as their source (which would steal its bridge entry).
+    pub rx_dropped: u64,
+}
+
+/// The physical NIC as the bridge's uplink port (DEV-6 `nic=`, NET-4):
+/// frames the bridge sends to [`UPLINK_PORT`] go out on the wire, frames
+/// from the wire enter the bridge there. Its interrupt (an MSI-X vector
+/// bound to an event channel, PDEV-5) wakes the backend loop.
+pub struct Uplink {
+    nic: Box<dyn Nic>,
+    /// The NIC's interrupt port; without one the loop polls the NIC.
+    irq: Option<Port>,
+    pub stats: UplinkStats,
+}
+
+impl Uplink {
+    /// Takes `nic` with its interrupt `irq` (bound, masked), which from now
+    /// on only wakes the loop (the loop looks at the queues itself).
+    pub fn new(nic: Box<dyn Nic>, irq: Option<Port>) -> Uplink {
+        if let Some(port) = irq {
+            events::set_handler(port, uplink_interrupt);
+            if let Err(e) = events::unmask(port) {
+                println!("netback: uplink: cannot unmask the NIC's port {port}: {e}");
+            }
+        }
+        let m = nic.mac();
+        println!(
+            "netback: the bridge holds the NIC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} as its uplink port ({})",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+            if irq.is_some() {
+                "woken by its MSI-X event"
+            } else {
+                "no interrupt: polled"
+            }
+        );
+        Uplink {
+            nic,
+            irq,
+            stats: UplinkStats::default(),
+        }
+    }
+
+    /// Sends `frame` out on the wire; whether the NIC took it.
+    fn transmit(&mut self, frame: &[u8]) -> bool {
+        let sent = match self.nic.transmit(frame) {
+            Err(NetError::Busy) => {
+                self.nic.reclaim();
+                self.nic.transmit(frame)
+            }
+            other => other,
+        };
+        if sent.is_ok() {
+            self.stats.to_wire += 1;
+        } else {
+            self.stats.tx_dropped += 1;
+        }
+        sent.is_ok()
+    }
+
+    /// Up to [`UPLINK_BUDGET`] frames from the wire.
+    fn receive_batch(&mut self) -> Vec<Vec<u8>> {
+        self.nic.reclaim();
+        let mut frames = Vec::new();
+        let mut buf = [0u8; MAX_FRAME];
+        while frames.len() < UPLINK_BUDGET {
+            match self.nic.receive(&mut buf) {
+                Some(n) if n <= MAX_FRAME => {
+                    self.stats.from_wire += 1;
+                    frames.push(buf[..n].to_vec());
+                }
+                Some(_) => self.stats.rx_dropped += 1,
+                None => break,
+            }
+        }
+        frames
+    }
 }
 
 /// Every backend of this domain.
@@ -57,13 +157,26 @@ pub struct Backends {
     /// Connected vifs by record id, which is also their bridge port.
     net: BTreeMap<u32, NetConnection>,
     bridge: Bridge,
+    /// The physical NIC on the bridge, if `nic=` gave one.
+    uplink: Option<Uplink>,
     /// Records refused at this generation (not retried until they change).
     refused: BTreeMap<u32, u32>,
     va_pool: Vec<u64>,
     bounce: Bounce,
+    /// The disk `blk` views are cut from, once set up (the toolstack cuts
+    /// more at run time).
+    disk: Option<SharedStore>,
 }
 
 fn wake(_port: Port) {}
+
+/// The NIC's interrupts taken (its event's upcalls), for the uplink's line.
+static UPLINK_INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The NIC's event handler: counts; the loop looks at the queues itself.
+fn uplink_interrupt(_port: Port) {
+    UPLINK_INTERRUPTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
 
 /// Resolves a configured view on the disk.
 fn resolve(disk: &SharedStore, view: config::View) -> Result<View, &'static str> {
@@ -85,8 +198,17 @@ fn resolve(disk: &SharedStore, view: config::View) -> Result<View, &'static str>
 impl Backends {
     /// Sets up the disk (`device`, the real disk `config.device` named, or
     /// else a RAM disk) and creates the configured records (the boot-time
-    /// toolstack, DEV-6). Problems are reported and skipped.
-    pub fn start(si: &StartInfo, config: &Config, device: Option<SharedStore>) -> Backends {
+    /// toolstack, DEV-6), with `uplink` (the NIC `config.nic` named) on the
+    /// bridge. Problems are reported and skipped.
+    /// With `keep_disk` (the run-time toolstack) the disk is set up even
+    /// when no boot-time guest has a `blk=` view of it.
+    pub fn start(
+        si: &StartInfo,
+        config: &Config,
+        device: Option<SharedStore>,
+        uplink: Option<Uplink>,
+        keep_disk: bool,
+    ) -> Backends {
         if let Err(e) = devbus::watch() {
             panic!("backend: cannot bind VIRQ_DEVBUS: {e}");
         }
@@ -97,15 +219,18 @@ impl Backends {
             blk: BTreeMap::new(),
             net: BTreeMap::new(),
             bridge: Bridge::new(),
+            uplink,
             refused: BTreeMap::new(),
             va_pool: Vec::new(),
             bounce,
+            disk: None,
         };
-        backends.create_records(config, device);
+        backends.create_records(config, device, keep_disk);
         backends
     }
 
-    fn create_records(&mut self, config: &Config, device: Option<SharedStore>) {
+    fn create_records(&mut self, config: &Config, device: Option<SharedStore>, keep_disk: bool) {
+        self.create_foreign_records(config);
         for n in &config.net {
             let mut mac = [0u8; 8];
             mac[..6].copy_from_slice(&n.mac);
@@ -127,7 +252,7 @@ impl Backends {
                 Err(e) => println!("toolstack: net for d{}: devbus create: {e}", n.frontend),
             }
         }
-        if config.blk.is_empty() {
+        if config.blk.is_empty() && !keep_disk {
             return;
         }
         let (disk, bench_name) = match (config.device, device) {
@@ -182,6 +307,7 @@ impl Backends {
                 runs[2]
             );
         }
+        self.disk = Some(disk.clone());
         for (index, b) in config.blk.iter().enumerate() {
             let view = match resolve(&disk, b.view) {
                 Ok(v) => v,
@@ -220,6 +346,108 @@ impl Backends {
                 Err(e) => println!("toolstack: blk for d{}: devbus create: {e}", b.frontend),
             }
         }
+    }
+
+    /// Records another domain backs (`foreign-blk=`, `foreign-net=`): created
+    /// here, never served here (DEV-6).
+    fn create_foreign_records(&mut self, config: &Config) {
+        for f in &config.foreign {
+            let create = match f.device {
+                config::ForeignDevice::Blk { units } => DevbusCreate {
+                    kind: DEVBUS_KIND_BLK,
+                    backend: f.backend,
+                    frontend: f.frontend,
+                    sector_size: 512,
+                    sectors: units,
+                    ..DevbusCreate::default()
+                },
+                config::ForeignDevice::Net { mac } => {
+                    let mut m = [0u8; 8];
+                    m[..6].copy_from_slice(&mac);
+                    DevbusCreate {
+                        kind: DEVBUS_KIND_NET,
+                        backend: f.backend,
+                        frontend: f.frontend,
+                        mac: m,
+                        ..DevbusCreate::default()
+                    }
+                }
+            };
+            match devbus::create(&create) {
+                Ok(id) => println!(
+                    "toolstack: record {id}: {} for d{} backed by d{}",
+                    if create.kind == DEVBUS_KIND_BLK {
+                        "blk"
+                    } else {
+                        "net"
+                    },
+                    f.frontend,
+                    f.backend
+                ),
+                Err(e) => println!(
+                    "toolstack: record for d{} backed by d{}: devbus create: {e}",
+                    f.frontend, f.backend
+                ),
+            }
+        }
+    }
+
+    /// Resolves a disk view for a run-time domain (the toolstack checks every
+    /// disk before it creates anything).
+    pub fn resolve_view(&self, view: config::View) -> Result<View, &'static str> {
+        let disk = self
+            .disk
+            .as_ref()
+            .ok_or("the driver domain has no disk to cut views from")?;
+        resolve(disk, view)
+    }
+
+    /// Creates a blk record for `frontend` serving `view` (the run-time
+    /// toolstack's `disk =`); returns the record id.
+    pub fn add_disk(
+        &mut self,
+        frontend: DomId,
+        view: View,
+        readonly: bool,
+        handle: u32,
+    ) -> Result<u32, Errno> {
+        let create = DevbusCreate {
+            kind: DEVBUS_KIND_BLK,
+            backend: self.me,
+            frontend,
+            backend_handle: handle,
+            dev_flags: if readonly { DEVBUS_FLAG_READONLY } else { 0 },
+            sector_size: view.sector_size(),
+            sectors: view.units(),
+            ..DevbusCreate::default()
+        };
+        let id = devbus::create(&create)?;
+        self.served.insert(id, Served::Blk { view, readonly });
+        Ok(id)
+    }
+
+    /// Creates a net record for `frontend` with `mac` (the run-time
+    /// toolstack's `nic =`); returns the record id.
+    pub fn add_nic(&mut self, frontend: DomId, mac: [u8; 6]) -> Result<u32, Errno> {
+        let mut wire = [0u8; 8];
+        wire[..6].copy_from_slice(&mac);
+        let create = DevbusCreate {
+            kind: DEVBUS_KIND_NET,
+            backend: self.me,
+            frontend,
+            mac: wire,
+            ..DevbusCreate::default()
+        };
+        let id = devbus::create(&create)?;
+        self.served.insert(id, Served::Net { mac });
+        Ok(id)
+    }
+
+    /// Removes record `id` (a half-made domain's), ending its connection.
+    pub fn remove_record(&mut self, id: u32) {
+        self.disconnect(id, "the toolstack removed it");
+        let _ = devbus::destroy(id);
+        self.served.remove(&id);
     }
 
     /// A page of address space with an empty L1 entry, for a grant mapping.
@@ -435,6 +663,9 @@ impl Backends {
             .copied()
             .filter(|id| !mine.iter().any(|r| r.id == *id))
             .collect();
+        // What this domain served for records that are gone (their
+        // domains died and both sides closed, DEV-5).
+        self.served.retain(|id, _| mine.iter().any(|r| r.id == *id));
         for id in gone {
             if let Some(conn) = self.blk.remove(&id) {
                 self.teardown(conn);
@@ -469,10 +700,26 @@ impl Backends {
         }
     }
 
-    /// Serves every connection until `done()` holds, blocking in between.
-    pub fn run_until(&mut self, mut done: impl FnMut() -> bool) {
+    /// Serves every connection until `done()` holds (or the toolstack, if
+    /// there is one, is finished), blocking in between. The toolstack is
+    /// polled every round and wakes the loop with the vCPU timer when it
+    /// wants to be polled again (the management UART has no interrupt).
+    pub fn run_until(
+        &mut self,
+        mut toolstack: Option<&mut crate::toolstack::Toolstack>,
+        mut done: impl FnMut() -> bool,
+    ) {
         let mut seen = u64::MAX;
         loop {
+            if let Some(ts) = toolstack.as_deref_mut() {
+                if ts.poll(self) {
+                    continue;
+                }
+                if ts.finished() {
+                    self.close_all("the machine is powering off");
+                    return;
+                }
+            }
             let changes = devbus::changes();
             if changes != seen {
                 seen = changes;
@@ -497,12 +744,21 @@ impl Backends {
                 self.close_all("the driver domain is done");
                 return;
             }
+            if self.uplink.as_ref().is_some_and(|u| u.irq.is_none()) {
+                // Nothing would wake the loop for a frame from the wire.
+                pv_guest_kit::hypercall::sched_yield();
+                continue;
+            }
+            let wake = toolstack.as_deref().map(|ts| ts.arm_timer());
             let blk = &mut self.blk;
             let net = &mut self.net;
+            let uplink = &self.uplink;
             events::wait_until(|| {
                 devbus::changes() != seen
                     || blk.values_mut().any(|c| c.has_work().unwrap_or(true))
                     || net.values_mut().any(|c| c.has_work().unwrap_or(true))
+                    || uplink.as_ref().is_some_and(|u| u.nic.has_received())
+                    || wake.is_some_and(|w| w.fired())
                     || done()
             });
         }
@@ -514,11 +770,23 @@ impl Backends {
         for id in ids {
             self.disconnect(id, why);
         }
+        if let Some(up) = &self.uplink {
+            let s = up.stats;
+            println!(
+                "netback: uplink: {} frames to the wire, {} from the wire, {} refused by the NIC, {} from the wire dropped; interrupts {}",
+                s.to_wire,
+                s.from_wire,
+                s.tx_dropped,
+                s.rx_dropped,
+                UPLINK_INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
+            );
+        }
     }
 
-    /// One round of the bridge (NET-4): takes the frames every vif sent,
-    /// forwards each to its destination vifs and answers the sender.
-    /// Returns whether any frame moved; vifs whose rings broke go to `broken`.
+    /// One round of the bridge (NET-4): takes the frames every vif sent and
+    /// those the NIC received, forwards each to its destination ports and
+    /// answers the vifs. Returns whether any frame moved; vifs whose rings
+    /// broke go to `broken`.
     fn switch_frames(&mut self, broken: &mut Vec<u32>) -> bool {
         let mut sent = Vec::new();
         for (&id, conn) in self.net.iter_mut() {
@@ -527,8 +795,12 @@ impl Backends {
                 Err(_) => broken.push(id),
             }
         }
-        let progress = !sent.is_empty();
-        let ports: Vec<u32> = self.net.keys().copied().collect();
+        let wire = self
+            .uplink
+            .as_mut()
+            .map(Uplink::receive_batch)
+            .unwrap_or_default();
+        let progress = !sent.is_empty() || !wire.is_empty();
         for (in_port, tx) in sent {
             let status = match tx.frame {
                 Err(status) => status,
@@ -537,30 +809,10 @@ impl Backends {
                         .net
                         .get(&in_port)
                         .is_none_or(|c| frame.get(6..12) != Some(&c.mac[..]));
-                    if spoofed {
-                        NETIF_RSP_DROPPED
+                    if !spoofed && self.forward(in_port, &frame, broken) {
+                        NETIF_RSP_OKAY
                     } else {
-                        let targets: Vec<u32> = match self.bridge.forward(in_port, &frame) {
-                            Forward::To(p) => alloc::vec![p],
-                            Forward::Flood => {
-                                ports.iter().copied().filter(|&p| p != in_port).collect()
-                            }
-                            Forward::Drop => Vec::new(),
-                        };
-                        let mut delivered = false;
-                        for p in targets {
-                            if let Some(conn) = self.net.get_mut(&p) {
-                                match conn.deliver(&frame, self.bounce.frames()) {
-                                    Ok(d) => delivered |= d,
-                                    Err(_) => broken.push(p),
-                                }
-                            }
-                        }
-                        if delivered {
-                            NETIF_RSP_OKAY
-                        } else {
-                            NETIF_RSP_DROPPED
-                        }
+                        NETIF_RSP_DROPPED
                     }
                 }
             };
@@ -570,11 +822,46 @@ impl Backends {
                 }
             }
         }
+        for frame in wire {
+            if !bridge::wire_frame_allowed(&frame, self.net.values().map(|c| &c.mac)) {
+                if let Some(up) = self.uplink.as_mut() {
+                    up.stats.rx_dropped += 1;
+                }
+                continue;
+            }
+            self.forward(UPLINK_PORT, &frame, broken);
+        }
         for conn in self.net.values_mut() {
             conn.publish();
         }
         broken.sort_unstable();
         broken.dedup();
         progress
+    }
+
+    /// Sends `frame`, which came in on `in_port`, where the bridge says;
+    /// returns whether any port took it.
+    fn forward(&mut self, in_port: u32, frame: &[u8], broken: &mut Vec<u32>) -> bool {
+        let targets: Vec<u32> = match self.bridge.forward(in_port, frame) {
+            Forward::To(p) => alloc::vec![p],
+            Forward::Flood => {
+                bridge::flood_targets(self.net.keys().copied(), self.uplink.is_some(), in_port)
+            }
+            Forward::Drop => Vec::new(),
+        };
+        let mut delivered = false;
+        for p in targets {
+            if p == UPLINK_PORT {
+                if let Some(up) = self.uplink.as_mut() {
+                    delivered |= up.transmit(frame);
+                }
+            } else if let Some(conn) = self.net.get_mut(&p) {
+                match conn.deliver(frame, self.bounce.frames()) {
+                    Ok(d) => delivered |= d,
+                    Err(_) => broken.push(p),
+                }
+            }
+        }
+        delivered
     }
 }

@@ -101,7 +101,13 @@ impl NetConnection {
     }
 
     /// Takes up to a budget of tx frames, copied into this domain.
+    ///
+    /// Posted rx pages are taken first, so a broken rx producer index ends
+    /// the vif now, not only when a frame next arrives for it (until then
+    /// `has_work` would report work on every round and the event loop
+    /// would spin).
     pub fn take_tx(&mut self, bounce: &mut [Frame]) -> Result<Vec<TxFrame>, RingError> {
+        self.refill()?;
         let mut reqs = Vec::new();
         while reqs.len() < TX_BUDGET.min(bounce.len()) {
             match self.tx.take_request(&self.tx_mem)? {

@@ -172,6 +172,10 @@ impl<W: RegisterWindow, P: DmaPage> Nic for VirtioNet<W, P> {
         }
     }
 
+    fn has_received(&self) -> bool {
+        self.rx.has_used()
+    }
+
     fn reclaim(&mut self) -> usize {
         let mut count = 0;
         while let Ok(Some(used)) = self.tx.pop_used() {
@@ -258,6 +262,7 @@ mod tests {
             "all receive pages posted"
         );
         let mut buf = [0u8; 2048];
+        assert!(!nic.has_received());
         assert_eq!(nic.receive(&mut buf), None);
         nic.transmit(&arp_request(MAC, [10, 0, 2, 15], [10, 0, 2, 2]))
             .unwrap();
@@ -274,7 +279,12 @@ mod tests {
                 .unwrap()
                 .push_used(u32::from(head), (HEADER_LEN + reply.len()) as u32);
         }
+        assert!(
+            nic.has_received(),
+            "the used entry is visible before receive"
+        );
         let n = nic.receive(&mut buf).expect("a frame");
+        assert!(!nic.has_received());
         assert_eq!(arp_reply_from(&buf[..n], MAC, [10, 0, 2, 2]), Some(GW));
         assert_eq!(
             rx_queue.borrow().len(),

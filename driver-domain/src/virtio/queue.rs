@@ -202,6 +202,12 @@ impl<P: DmaPage> SplitQueue<P> {
         self.used.read_u16(0) & USED_F_NO_NOTIFY == 0
     }
 
+    /// Whether the device has finished a chain [`Self::pop_used`] has not
+    /// returned yet (a peek at the used index: nothing is consumed).
+    pub fn has_used(&self) -> bool {
+        self.used.read_u16(2) != self.last_used
+    }
+
     /// The next chain the device finished, if any; frees its descriptors.
     pub fn pop_used(&mut self) -> Result<Option<Used>, QueueError> {
         let device_idx = self.used.read_u16(2);

@@ -22,6 +22,16 @@
 //!   copies, so it is never still in use; if it were, the frame is leaked
 //!   rather than reused).
 //! - Responses are matched by id; an id not in flight is ignored.
+//!
+//! # A hostile backend (BLK-10)
+//! Nothing the backend writes is trusted beyond what is checked: a
+//! producer index that fails RING-6 fails the call with
+//! [`BlkError::Ring`] and takes nothing; a response whose id is not in
+//! flight (unknown, or answered already) is dropped, one whose `operation`
+//! is not the request's or whose `status` is not a `BLKIF_RSP_*` value
+//! completes its request with `BLKIF_RSP_ERROR`; all three are counted
+//! ([`BlockFront::garbage_responses`]). With [`BlockFront::set_timeout`],
+//! a wait gives up with [`BlkError::Timeout`] however many events arrive.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -64,6 +74,8 @@ pub enum BlkError {
     BadRequest,
     /// The backend answered with this status.
     Status(i16),
+    /// No response within the timeout ([`BlockFront::set_timeout`]).
+    Timeout,
 }
 
 impl core::fmt::Display for BlkError {
@@ -77,6 +89,7 @@ impl core::fmt::Display for BlkError {
             BlkError::NoDevice => write!(f, "no such device"),
             BlkError::BadRequest => write!(f, "bad request"),
             BlkError::Status(s) => write!(f, "backend status {s}"),
+            BlkError::Timeout => write!(f, "no response in time"),
         }
     }
 }
@@ -168,6 +181,10 @@ pub struct BlockFront {
     leaked: usize,
     /// Responses taken so far.
     responses: u64,
+    /// Responses refused or corrected (BLK-10).
+    garbage: u64,
+    /// How long a wait for responses may take, ns (`None`: for ever).
+    timeout_ns: Option<u64>,
 }
 
 impl core::fmt::Debug for BlockFront {
@@ -190,6 +207,21 @@ fn grant(backend: DomId, frame: &Frame, readonly: bool) -> Result<GrantRef, BlkE
 
 fn end_grant(gref: GrantRef) -> bool {
     grant_table(|t| t.end_access(gref).is_ok()).unwrap_or(false)
+}
+
+/// The status a response for an in-flight request of `operation` completes
+/// it with (BLK-10): its own if it is one of BLK-7's and the operation
+/// matches, else `BLKIF_RSP_ERROR`.
+fn checked_status(rsp: &BlkifResponse, operation: u8) -> i16 {
+    let defined = matches!(
+        rsp.status,
+        BLKIF_RSP_OKAY | BLKIF_RSP_ERROR | BLKIF_RSP_EOPNOTSUPP
+    );
+    if defined && rsp.operation == operation {
+        rsp.status
+    } else {
+        BLKIF_RSP_ERROR
+    }
 }
 
 /// The first block record naming this domain as frontend.
@@ -248,6 +280,8 @@ impl BlockFront {
             done: BTreeMap::new(),
             leaked: 0,
             responses: 0,
+            garbage: 0,
+            timeout_ns: None,
         };
         let published = devbus::publish(&DevbusPublish {
             id,
@@ -480,6 +514,18 @@ impl BlockFront {
         Ok(())
     }
 
+    /// Responses the backend sent that were dropped or corrected (BLK-10):
+    /// unknown or repeated ids, a wrong `operation`, an undefined `status`.
+    pub fn garbage_responses(&self) -> u64 {
+        self.garbage
+    }
+
+    /// Bounds every later wait for responses to `ns` (`None`: no bound);
+    /// a wait that runs out fails with [`BlkError::Timeout`].
+    pub fn set_timeout(&mut self, ns: Option<u64>) {
+        self.timeout_ns = ns;
+    }
+
     /// The backend domain.
     pub fn backend(&self) -> DomId {
         self.backend
@@ -506,8 +552,14 @@ impl BlockFront {
             let seq = self.responses;
             self.responses += 1;
             let Some(entry) = self.inflight.remove(&rsp.id) else {
+                self.garbage += 1;
                 continue;
             };
+            let status = checked_status(&rsp, entry.operation);
+            if status != rsp.status {
+                self.garbage += 1;
+            }
+            let rsp = BlkifResponse { status, ..rsp };
             let data = (rsp.status == BLKIF_RSP_OKAY && entry.operation != BLKIF_OP_WRITE)
                 .then(|| {
                     let mut data = Vec::new();
@@ -546,13 +598,14 @@ impl BlockFront {
         }
     }
 
-    /// Blocks until at least one response is there, or the record closed.
+    /// Blocks until at least one response is there, or the record closed,
+    /// or the timeout ran out.
     fn wait_for_responses(&mut self) -> Result<(), BlkError> {
         let record = self.record;
         let mut closed = false;
         let mem = &mut self.mem;
         let ring = &mut self.ring;
-        events::wait_until(|| {
+        let ready = || {
             if ring.final_check_for_responses(mem) {
                 return true;
             }
@@ -561,7 +614,17 @@ impl BlockFront {
                 Ok(Some(r)) if r.state == DEVBUS_STATE_CONNECTED
             );
             closed
-        });
+        };
+        match self.timeout_ns {
+            None => events::wait_until(ready),
+            Some(ns) => {
+                let deadline = crate::time::now_ns().saturating_add(ns);
+                let ports = [self.port, devbus::watch()?];
+                if !events::wait_until_deadline(&ports, deadline, ready) {
+                    return Err(BlkError::Timeout);
+                }
+            }
+        }
         if closed {
             // A last look: responses published before the close still count.
             if self.poll()? == 0 {
@@ -700,6 +763,41 @@ impl Drop for BlockFront {
             for page in self.mem.take_pages() {
                 core::mem::forget(page);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsp(operation: u8, status: i16) -> BlkifResponse {
+        BlkifResponse {
+            id: 1,
+            operation,
+            status,
+            ..BlkifResponse::default()
+        }
+    }
+
+    #[test]
+    fn only_defined_statuses_of_the_right_operation_pass() {
+        for status in [BLKIF_RSP_OKAY, BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP] {
+            assert_eq!(
+                checked_status(&rsp(BLKIF_OP_READ, status), BLKIF_OP_READ),
+                status
+            );
+        }
+        // A wrong operation never completes a request successfully.
+        assert_eq!(
+            checked_status(&rsp(BLKIF_OP_WRITE, BLKIF_RSP_OKAY), BLKIF_OP_READ),
+            BLKIF_RSP_ERROR
+        );
+        for status in [1, 77, -3, i16::MIN, i16::MAX] {
+            assert_eq!(
+                checked_status(&rsp(BLKIF_OP_READ, status), BLKIF_OP_READ),
+                BLKIF_RSP_ERROR
+            );
         }
     }
 }

@@ -12,6 +12,16 @@
 //! - Rx buffer `i` (request id `i`) is either posted to the backend or
 //!   being read by [`NetFront::poll`], which reposts it at once.
 //! - A tx buffer is in `tx_free` exactly when no tx request names it.
+//! - `rx_posted[i]` holds exactly when rx buffer `i` is on the rx ring.
+//!
+//! # A hostile backend (NET-5)
+//! A producer index that fails RING-6 fails [`NetFront::poll`] with
+//! [`NetError::Ring`] and takes nothing. A response naming a buffer that is
+//! not out (unknown id, one already answered) is dropped, so no buffer is
+//! freed or posted twice; an rx response whose length is outside
+//! `NETIF_MIN_FRAME ..= NETIF_MAX_FRAME` or whose frame leaves the page
+//! delivers nothing (its buffer is posted again). Each is counted in
+//! [`NetStats::garbage`].
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -85,6 +95,9 @@ pub struct NetStats {
     pub tx_errors: u64,
     pub rx_frames: u64,
     pub rx_errors: u64,
+    /// Responses dropped or refused (NET-5): unknown or repeated ids,
+    /// impossible rx lengths or offsets.
+    pub garbage: u64,
 }
 
 /// A connected vif.
@@ -99,6 +112,8 @@ pub struct NetFront {
     rx: FrontRing<NetifRxRequest, NetifRxResponse>,
     ring_grefs: Vec<GrantRef>,
     rx_bufs: Vec<(Frame, GrantRef)>,
+    /// Whether rx buffer `i` is on the rx ring.
+    rx_posted: Vec<bool>,
     tx_bufs: Vec<(Frame, GrantRef)>,
     tx_free: Vec<u16>,
     received: VecDeque<Vec<u8>>,
@@ -119,6 +134,27 @@ fn wake(_port: Port) {}
 
 fn grant(backend: DomId, frame: &Frame, readonly: bool) -> Result<GrantRef, NetError> {
     grant_table(|t| t.grant_access(backend, frame.mfn(), readonly))?.map_err(NetError::Grant)
+}
+
+/// Takes rx buffer `id` back from the backend (NET-5): `false` if it is not
+/// one this frontend has posted (unknown, or already answered).
+fn claim_rx(posted: &mut [bool], id: u16) -> bool {
+    match posted.get_mut(usize::from(id)) {
+        Some(p) if *p => {
+            *p = false;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Where an rx response's frame lies in its page, `(offset, length)`, if
+/// its length is a frame's (NET-1) and it stays inside the page (NET-5).
+fn rx_frame(rsp: &NetifRxResponse) -> Option<(usize, usize)> {
+    let len = usize::try_from(rsp.status).ok()?;
+    let offset = usize::from(rsp.offset);
+    let sized = (usize::from(NETIF_MIN_FRAME)..=usize::from(NETIF_MAX_FRAME)).contains(&len);
+    (sized && offset + len <= hypercall_abi::PAGE_SIZE as usize).then_some((offset, len))
 }
 
 /// The first net record naming this domain as frontend.
@@ -203,6 +239,7 @@ impl NetFront {
             rx,
             ring_grefs,
             rx_bufs,
+            rx_posted: vec![true; RX_BUFFERS],
             tx_bufs,
             tx_free: (0..TX_BUFFERS as u16).rev().collect(),
             received: VecDeque::new(),
@@ -243,45 +280,63 @@ impl NetFront {
         {
             if usize::from(rsp.id) < TX_BUFFERS && !self.tx_free.contains(&rsp.id) {
                 self.tx_free.push(rsp.id);
+            } else {
+                self.stats.garbage += 1;
+                continue;
             }
             if rsp.status != NETIF_RSP_OKAY {
                 self.stats.tx_errors += 1;
             }
         }
-        let mut reposted = false;
-        while let Some(rsp) = self
-            .rx
-            .take_response(&self.rx_mem)
-            .map_err(NetError::Ring)?
-        {
-            let Some((frame, gref)) = self.rx_bufs.get(usize::from(rsp.id)) else {
-                self.stats.rx_errors += 1;
-                continue;
+        // Buffers are reposted only after every published response was
+        // taken, so a repeated id in one batch finds its buffer not posted.
+        let mut taken = Vec::new();
+        let outcome = loop {
+            let rsp = match self.rx.take_response(&self.rx_mem) {
+                Ok(Some(rsp)) => rsp,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(NetError::Ring(e)),
             };
-            let len = rsp.status;
-            let offset = usize::from(rsp.offset);
-            if len > 0 && offset + len as usize <= 4096 {
-                let mut data = vec![0u8; len as usize];
+            if !claim_rx(&mut self.rx_posted, rsp.id) {
+                // Not a buffer the backend holds: nothing to read or repost.
+                self.stats.garbage += 1;
+                continue;
+            }
+            taken.push(rsp.id);
+            let (frame, _) = &self.rx_bufs[usize::from(rsp.id)];
+            if let Some((offset, len)) = rx_frame(&rsp) {
+                let mut data = vec![0u8; len];
                 frame.read_bytes(offset, &mut data);
                 self.received.push_back(data);
                 self.stats.rx_frames += 1;
             } else {
+                if rsp.status != NETIF_RSP_ERROR {
+                    self.stats.garbage += 1;
+                }
                 self.stats.rx_errors += 1;
             }
+        };
+        for &id in &taken {
             let req = NetifRxRequest {
-                id: rsp.id,
+                id,
                 pad: 0,
-                gref: *gref,
+                gref: self.rx_bufs[usize::from(id)].1,
             };
+            // At most as many requests as responses just taken: room exists.
             self.rx
                 .push_request(&mut self.rx_mem, &req)
                 .map_err(|_| NetError::Busy)?;
-            reposted = true;
+            self.rx_posted[usize::from(id)] = true;
         }
-        if reposted && self.rx.publish_requests(&mut self.rx_mem) {
+        if !taken.is_empty() && self.rx.publish_requests(&mut self.rx_mem) {
             events::notify(self.port)?;
         }
-        Ok(())
+        outcome
+    }
+
+    /// Rx buffers on the rx ring (all of them, unless a backend broke the ring).
+    pub fn rx_posted(&self) -> usize {
+        self.rx_posted.iter().filter(|&&p| p).count()
     }
 
     /// Whether a response is waiting; re-arms the notifications first.
@@ -463,3 +518,43 @@ mod smoltcp_device {
 
 #[cfg(feature = "smoltcp")]
 pub use smoltcp_device::{NetRxToken, NetTxToken};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_is_claimed_once_per_posting() {
+        let mut posted = vec![true; 4];
+        // A batch naming buffer 2 twice, an unknown id and a good one.
+        assert!(claim_rx(&mut posted, 2));
+        assert!(!claim_rx(&mut posted, 2));
+        assert!(!claim_rx(&mut posted, 4));
+        assert!(!claim_rx(&mut posted, u16::MAX));
+        assert!(claim_rx(&mut posted, 0));
+        assert_eq!(posted, [false, true, false, true]);
+    }
+
+    #[test]
+    fn rx_frames_stay_in_their_page_and_size() {
+        let rsp = |offset, status| NetifRxResponse {
+            id: 0,
+            offset,
+            flags: 0,
+            status,
+        };
+        assert_eq!(rx_frame(&rsp(0, 60)), Some((0, 60)));
+        assert_eq!(rx_frame(&rsp(4096 - 1514, 1514)), Some((2582, 1514)));
+        for (offset, status) in [
+            (0, 0),
+            (0, 13),
+            (0, 1515),
+            (0, 3000),
+            (4000, 200),
+            (0, -1),
+            (u16::MAX, 60),
+        ] {
+            assert_eq!(rx_frame(&rsp(offset, status)), None, "{offset} {status}");
+        }
+    }
+}

@@ -6,7 +6,9 @@
 //! hypervisor command-line parsers, the shared ring's index handling
 //! against a hostile peer, the ACPI table parsers ([`acpi_target`]), blkif
 //! and netif request checks and the devbus record table
-//! ([`device_targets`]). Each target has a seed corpus; every iteration
+//! ([`device_targets`]), the `web` guest's HTTP request parser
+//! ([`http_target`]), the management protocol's frame decoder
+//! ([`mgmt_target`]). Each target has a seed corpus; every iteration
 //! takes a corpus entry, mutates it ([`mutate`]) and runs the target, which
 //! checks its invariants (panics on a violation). Inputs that parse are
 //! added to the corpus (up to a bound), so mutations explore from them.
@@ -20,6 +22,8 @@
 
 mod acpi_target;
 mod device_targets;
+mod http_target;
+mod mgmt_target;
 mod mutate;
 mod targets;
 

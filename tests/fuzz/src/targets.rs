@@ -98,10 +98,22 @@ pub const ALL: &[Target] = &[
         run: crate::device_targets::netif,
     },
     Target {
+        name: "http",
+        seeds: crate::http_target::seeds,
+        dictionary: crate::http_target::DICTIONARY,
+        run: crate::http_target::run,
+    },
+    Target {
         name: "devbus",
         seeds: crate::device_targets::devbus_seeds,
         dictionary: crate::device_targets::DEVBUS_DICTIONARY,
         run: crate::device_targets::devbus,
+    },
+    Target {
+        name: "mgmt",
+        seeds: crate::mgmt_target::mgmt_seeds,
+        dictionary: crate::mgmt_target::MGMT_DICTIONARY,
+        run: crate::mgmt_target::mgmt,
     },
 ];
 

@@ -11,8 +11,10 @@
 //! - A driver's error fails the scenario and kills QEMU at once (no waiting
 //!   for the scenario's timeout).
 
-// Until the first scenario has a driver, parts of the session API are unused.
-#![allow(dead_code)]
+pub mod net_bench;
+pub mod web;
+
+mod toolstack;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -24,8 +26,14 @@ pub type Driver = fn(&Session) -> std::result::Result<(), String>;
 
 /// The driver of scenario `name`, if it has one.
 pub fn driver_for(name: &str) -> Option<Driver> {
-    let _ = name;
-    None
+    match name {
+        "web" => Some(web::check),
+        "demo" => Some(web::demo),
+        "net-bench" => Some(net_bench::sink),
+        "toolstack" => Some(toolstack::drive),
+        "toolstack-bench" => Some(toolstack::bench),
+        _ => None,
+    }
 }
 
 /// The serial console as seen so far, shared between the run loop (writer)
@@ -77,11 +85,17 @@ impl SerialFeed {
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Absolute path of the scenario's scratch directory (disk images, sockets).
+    // For drivers of host programs (pvctl); none reads it yet.
+    #[allow(dead_code)]
     pub scratch: PathBuf,
     /// Absolute path of the workspace root (built host binaries live under it).
+    #[allow(dead_code)]
     pub root: PathBuf,
     /// The free host TCP port that `{host_port}` stood for in the QEMU arguments.
     pub host_port: u16,
+    /// The machine stays up for the user after the driver is done
+    /// (`cargo xtask run` serving pvctl): leave the guests running.
+    pub stays_up: bool,
     pub(crate) feed: Arc<SerialFeed>,
 }
 
@@ -92,6 +106,7 @@ impl Session {
             scratch,
             root,
             host_port,
+            stays_up: false,
             feed,
         }
     }

@@ -9,17 +9,32 @@
 //! answered`. Anything unexpected panics (the scenario fails on `crashed`).
 //!
 //! Command line: `victim=<domid>` (a domain to hand a foreign grant to),
-//! `storm=<n>` (requests in the storm, default 2000).
+//! `storm=<n>` (requests in the storm, default 2000), `mode=`:
+//! - `blk` (default): the blkif attacks above;
+//! - `net`: the same for netif on two vifs (`net` module, issue 7);
+//! - `xsa-155`: requests rewritten while blkback and netback process them,
+//!   with the XSA-216 checks (`xsa` module), `rounds=<n>` (default 200);
+//! - `xsa-216`: the XSA-216 checks without rewriting;
+//! - `xsa-332`: an event storm at both backends (`storm` module), until
+//!   the `victim` domain (`mode=victim peer=<attacker>`) has measured its
+//!   I/O with and without it.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
+mod net;
+mod raw;
+mod storm;
+mod xsa;
+
 use alloc::vec;
 use alloc::vec::Vec;
 
 use hypercall_abi::blkif::*;
-use hypercall_abi::devbus::{DEVBUS_SIDE_BACK, DEVBUS_STATE_CONNECTED};
+use hypercall_abi::devbus::{
+    DEVBUS_KIND_BLK, DEVBUS_KIND_NET, DEVBUS_SIDE_BACK, DEVBUS_STATE_CONNECTED,
+};
 use hypercall_abi::start_info::StartInfo;
 use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::devices::blkfront::{find_disk, BlkError, BlockFront, Op};
@@ -141,6 +156,44 @@ fn kmain(si: &'static StartInfo) {
     let args = Args::new(si.cmdline_str());
     let victim = args.get_u64("victim").unwrap_or(2) as u32;
     let storm = args.get_u64("storm").unwrap_or(2000);
+    let rounds = args.get_u64("rounds").unwrap_or(200) as u32;
+    let me = si.domid;
+    match args.get("mode").unwrap_or("blk") {
+        "blk" => blk_attacks(si, victim, storm),
+        "net" => net::attack(me, victim, storm as u32),
+        mode @ ("xsa-155" | "xsa-216") => {
+            let flip = mode == "xsa-155";
+            let vifs = raw::my_records(me, DEVBUS_KIND_NET, 2);
+            assert!(vifs.len() >= 2, "evil-frontend: needs two vifs");
+            let mut tx = raw::RawNet::connect(vifs[0].id, 0x5a);
+            let mut rx = raw::RawNet::connect(vifs[1].id, 0x5a);
+            xsa::net(&mut tx, &mut rx, victim, rounds, flip);
+            xsa::leak_checks_net(&mut tx, &mut rx);
+            tx.close();
+            rx.close();
+            // A second, read-only record (xsa-155) over the same units.
+            let disks = raw::my_records(me, DEVBUS_KIND_BLK, if flip { 2 } else { 1 });
+            let mut blk = raw::RawBlk::connect(disks[0].id);
+            xsa::blk(&mut blk, victim, rounds, flip);
+            if let (true, Some(ro)) = (flip, disks.get(1)) {
+                let mut ro = raw::RawBlk::connect(ro.id);
+                xsa::blk_readonly(&mut ro, &mut blk, rounds / 2);
+                ro.close();
+            }
+            blk.close();
+            println!("evil-frontend: {mode}: all checks passed");
+        }
+        "xsa-332" => storm::attack(me, victim),
+        "victim" => storm::victim(
+            me,
+            args.get_u64("peer").unwrap_or(1) as u32,
+            args.get_u64("rounds").unwrap_or(8) as u32,
+        ),
+        other => panic!("evil-frontend: unknown mode `{other}`"),
+    }
+}
+
+fn blk_attacks(si: &'static StartInfo, victim: u32, storm: u64) {
     if let Err(e) = devbus::watch() {
         panic!("evil-frontend: VIRQ_DEVBUS: {e}");
     }
