@@ -638,6 +638,26 @@ fn toolstack() {
         }),
         format_args!("output resumes after unpause"),
     );
+    // Pause and unpause it in quick succession while it runs on the other
+    // pCPU (this found a pCPU resuming a vCPU from a stale stack pointer
+    // while another pCPU was still parking it).
+    let mut cycles_ok = true;
+    for i in 0..200u64 {
+        cycles_ok &= ts::domain_pause(g.domid).is_ok();
+        if i % 3 == 0 {
+            sleep_ns(300_000);
+        }
+        cycles_ok &= ts::domain_unpause(g.domid).is_ok();
+        sleep_ns(200_000 + (i % 7) * 100_000);
+    }
+    let end_after_cycles = ts::domain_info(g.domid).map(|i| i.console_end).unwrap_or(0);
+    t.check(
+        cycles_ok
+            && wait_for(10 * SECOND, || {
+                ts::domain_info(g.domid).is_ok_and(|i| i.console_end > end_after_cycles + 100)
+            }),
+        format_args!("200 pause/unpause cycles, and it still runs"),
+    );
     // Let the ring wrap, then check loss is reported.
     let wrapped = wait_for(30 * SECOND, || {
         ts::domain_info(g.domid).is_ok_and(|i| i.console_end > 17 * 1024)
