@@ -94,8 +94,10 @@ fn hypervisor_fault(frame: &mut TrapFrame) {
     }
     let cr2 = if v == vector::PF { read_cr2() } else { 0 };
     panic!(
-        "{} in hv-core at rip={:#x} rsp={:#x} error={:#x} cr2={cr2:#x}",
+        "{} in hv-core on pCPU {} running {:?} at rip={:#x} rsp={:#x} error={:#x} cr2={cr2:#x}",
         vector::name(v),
+        crate::arch::percpu::cpu_index(),
+        sched::current(),
         frame.rip,
         frame.rsp,
         frame.error_code

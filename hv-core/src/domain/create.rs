@@ -198,14 +198,30 @@ pub fn domain_create(spec: &DomainSpec<'_>) -> Result<DomId, Refusal> {
         weight: spec.weight,
         cap_percent: spec.cap_percent,
     };
+    let mut stacks: Vec<Box<KernelStack>> = Vec::new();
+    for _ in 0..spec.vcpus {
+        match KernelStack::try_new_boxed() {
+            Some(stack) => stacks.push(stack),
+            None => {
+                drop(stacks);
+                drop(table);
+                release_fresh(&[shared_info_mfn], owner);
+                return Err(Refusal::new(
+                    Errno::ENOMEM,
+                    "out of hypervisor heap for its vCPU stacks",
+                ));
+            }
+        }
+    }
     let vcpus: Vec<Box<Vcpu>> = (0..spec.vcpus)
-        .map(|n| {
+        .zip(stacks)
+        .map(|(n, kstack)| {
             let pin = spec.pin.for_vcpu(n);
             let cpu = crate::sched::place(pin);
             Box::new(Vcpu {
                 id: VcpuId { domid, vcpu: n },
                 saved_rsp: 0,
-                kstack: KernelStack::new_boxed(),
+                kstack,
                 // Set by the build; no base pointer is held before it.
                 kernel_l4: 0,
                 user_l4: None,

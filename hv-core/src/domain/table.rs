@@ -29,11 +29,19 @@ impl KernelStack {
     /// A zeroed stack allocated directly on the heap: building it on the
     /// stack first would overflow a vCPU's own 16 KiB stack when a
     /// toolstack creates a domain from a hypercall.
-    pub fn new_boxed() -> Box<KernelStack> {
-        let stack = Box::<KernelStack>::new_zeroed();
-        // SAFETY: `KernelStack` is a byte array, for which all zeroes is a
-        // valid value.
-        unsafe { stack.assume_init() }
+    /// `None` when the heap cannot provide one (a domain creation then
+    /// fails with `ENOMEM` instead of hv-core panicking).
+    pub fn try_new_boxed() -> Option<Box<KernelStack>> {
+        let layout = core::alloc::Layout::new::<KernelStack>();
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<KernelStack>();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` was just allocated by the global allocator with the
+        // layout of `KernelStack`, is zeroed (a valid byte array) and owned by
+        // nothing else.
+        Some(unsafe { Box::from_raw(ptr) })
     }
 }
 

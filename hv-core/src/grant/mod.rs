@@ -334,16 +334,38 @@ impl Grants {
         pt: &mut PageTables<'_, '_, M>,
         m: &Mapping,
     ) -> Option<Mfn> {
+        self.drop_refs(mem, pt, m);
+        self.free_if_unmapped(pt, m)
+    }
+
+    /// Drops the references one mapping holds.
+    fn drop_refs<M: TableMemory>(
+        &mut self,
+        mem: &mut dyn GrantMemory,
+        pt: &mut PageTables<'_, '_, M>,
+        m: &Mapping,
+    ) {
         if m.writable {
             pt.put_type(m.mfn);
         }
         pt.put_page(m.mfn);
         self.release(mem, m.granter, m.gref, m.writable);
+    }
+
+    /// Frees the frame of a dead granter that `m` mapped once no mapping in
+    /// `maptrack` names it; returns it if freed.
+    fn free_if_unmapped<M: TableMemory>(
+        &mut self,
+        pt: &mut PageTables<'_, '_, M>,
+        m: &Mapping,
+    ) -> Option<Mfn> {
         if !self.dead.contains(&m.granter) || self.is_mapped(m.mfn) {
             return None;
         }
-        let _ = pt.frames.release(m.mfn, Owner::Domain(m.granter));
-        Some(m.mfn)
+        pt.frames
+            .release(m.mfn, Owner::Domain(m.granter))
+            .ok()
+            .map(|()| m.mfn)
     }
 
     fn is_mapped(&self, mfn: Mfn) -> bool {
@@ -501,14 +523,22 @@ impl Grants {
         dom: DomId,
     ) -> (Vec<Mfn>, Vec<Mfn>) {
         let mut freed = Vec::new();
-        for m in self
+        let gone: Vec<Mapping> = self
             .maptrack
             .remove(&dom)
             .unwrap_or_default()
             .into_iter()
             .flatten()
-        {
-            freed.extend(self.drop_mapping(mem, pt, &m));
+            .collect();
+        // All its references first, then the frees: it may map the same
+        // frame of a dead granter more than once.
+        for m in &gone {
+            self.drop_refs(mem, pt, m);
+        }
+        for m in &gone {
+            if !freed.contains(&m.mfn) {
+                freed.extend(self.free_if_unmapped(pt, m));
+            }
         }
         self.tables.remove(&dom);
         let mut keep: Vec<Mfn> = Vec::new();

@@ -21,7 +21,8 @@ pub const FEATURES: Features = Features::HYPERCALL_PAGE
     .union(Features::TIME)
     .union(Features::SMP)
     .union(Features::DEVBUS)
-    .union(Features::PHYSDEV);
+    .union(Features::PHYSDEV)
+    .union(Features::TOOLSTACK);
 
 #[inline]
 pub fn version(cmd: u64) -> Result<u64, Errno> {

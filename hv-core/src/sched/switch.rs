@@ -305,7 +305,9 @@ pub fn exit_current() -> ! {
 /// What a pCPU needs to load a vCPU.
 struct NextVcpu {
     id: VcpuId,
-    rsp: u64,
+    /// Its `saved_rsp` slot: read only once its `ctx_live` is ours (the pCPU
+    /// that parked it may not have stored it yet when we pick it).
+    saved_rsp: *const u64,
     kstack_top: u64,
     cr3: u64,
     user_mode: bool,
@@ -405,7 +407,7 @@ fn schedule(leaving: Leaving) -> bool {
         v.fpu.restore();
         Some(NextVcpu {
             id,
-            rsp: v.saved_rsp,
+            saved_rsp: &v.saved_rsp,
             kstack_top: v.kstack_top(),
             cr3: v.active_cr3(),
             user_mode: v.user_mode,
@@ -443,7 +445,11 @@ fn schedule(leaving: Leaving) -> bool {
                 Ordering::Relaxed,
             );
             set_syscall_floor(n.floor);
-            n.rsp
+            // SAFETY: the slot is in the boxed vCPU we claimed (the reaper
+            // does not free claimed vCPUs); the parking pCPU's `switch`
+            // stored it before its next context released `ctx_live`, which
+            // our Acquire exchange above observed.
+            unsafe { core::ptr::read_volatile(n.saved_rsp) }
         }
         None => {
             // SAFETY: the boot L4 maps hv-core exactly as every guest L4 does.

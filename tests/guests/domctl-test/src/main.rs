@@ -323,6 +323,11 @@ fn toolstack() {
         phys.nr_boot_modules,
         phys.tsc_hz
     );
+    let features = pv_guest_kit::hypercall::features();
+    t.check(
+        features.is_ok_and(|f| f.contains(hypercall_abi::hypercall::Features::TOOLSTACK)),
+        format_args!("the TOOLSTACK feature bit is set"),
+    );
     t.check(
         phys.abi_minor >= 6 && phys.nr_boot_modules == 2 && phys.free_pages <= phys.total_pages,
         format_args!("physinfo is plausible"),
@@ -633,6 +638,26 @@ fn toolstack() {
         }),
         format_args!("output resumes after unpause"),
     );
+    // Pause and unpause it in quick succession while it runs on the other
+    // pCPU (this found a pCPU resuming a vCPU from a stale stack pointer
+    // while another pCPU was still parking it).
+    let mut cycles_ok = true;
+    for i in 0..200u64 {
+        cycles_ok &= ts::domain_pause(g.domid).is_ok();
+        if i % 3 == 0 {
+            sleep_ns(300_000);
+        }
+        cycles_ok &= ts::domain_unpause(g.domid).is_ok();
+        sleep_ns(200_000 + (i % 7) * 100_000);
+    }
+    let end_after_cycles = ts::domain_info(g.domid).map(|i| i.console_end).unwrap_or(0);
+    t.check(
+        cycles_ok
+            && wait_for(10 * SECOND, || {
+                ts::domain_info(g.domid).is_ok_and(|i| i.console_end > end_after_cycles + 100)
+            }),
+        format_args!("200 pause/unpause cycles, and it still runs"),
+    );
     // Let the ring wrap, then check loss is reported.
     let wrapped = wait_for(30 * SECOND, || {
         ts::domain_info(g.domid).is_ok_and(|i| i.console_end > 17 * 1024)
@@ -759,6 +784,33 @@ fn toolstack() {
     t.check(
         free_pages() == baseline,
         format_args!("free memory back to the baseline after the polite shutdown"),
+    );
+
+    // Every toolstack operation with hostile domids and pointers: an error
+    // each time, and nothing else happens (the hypervisor and this domain
+    // carry on; free memory is unchanged).
+    let mut accepted = 0;
+    let mut calls = 0;
+    for op in 1..=15u64 {
+        for domid in [0u64, 1, 0x7fff, 1 << 32, u64::MAX] {
+            for buf in [
+                0u64,
+                1,
+                0x7000_0000_0000,
+                0xffff_8000_0000_0000,
+                u64::MAX - 7,
+            ] {
+                calls += 1;
+                if let Ok(v) = raw_domctl(op, domid, buf) {
+                    accepted += 1;
+                    println!("domctl: op {op} domid {domid:#x} buf {buf:#x} accepted: {v}");
+                }
+            }
+        }
+    }
+    t.check(
+        accepted == 0 && free_pages() == baseline,
+        format_args!("{calls} hostile toolstack calls all refused"),
     );
 
     let mut log = [0u8; 4096];
