@@ -32,7 +32,7 @@ pub use disk_image::{DiskContent, FatVolume, HostFile};
 pub use hypercall_abi::machine::{
     qemu_status, EXIT_DRIVER_DOMAIN_CRASHED, EXIT_PANIC, EXIT_POWEROFF, EXIT_REBOOT,
 };
-pub use verdict::{describe_status, judge, Verdict, DID_NOT_EXIT, PANIC_MARKER};
+pub use verdict::{describe_status, judge, judge_interactive, Verdict, DID_NOT_EXIT, PANIC_MARKER};
 
 /// Which `cargo xtask` command runs a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paravane_tests::{
-    judge, DiskContent, Image, Scenario, Verdict, DID_NOT_EXIT, HOST_PORT, SCRATCH,
+    judge, judge_interactive, DiskContent, Image, Scenario, Verdict, DID_NOT_EXIT, HOST_PORT,
+    SCRATCH,
 };
 
 use crate::drive::{self, SerialFeed, Session};
@@ -250,7 +251,11 @@ pub fn boot(
     if finished.end == End::Interrupted {
         return Err(crate::Error::Interrupted);
     }
-    let mut verdict = judge(scenario, &finished.serial, finished.end.status());
+    let mut verdict = if options.serve_pvctl {
+        judge_interactive(scenario, &finished.serial, finished.end.status())
+    } else {
+        judge(scenario, &finished.serial, finished.end.status())
+    };
     let own = match finished.end {
         End::TimedOut => Some(format!("QEMU did not exit within {timeout_secs} s")),
         End::Signalled(signal) => Some(format!("QEMU was killed by signal {signal}")),
