@@ -13,7 +13,7 @@ use driver_domain::blk::{BlockDevice, BlockOp, BlockRequest};
 use driver_domain::dma::{PageBuffer, Segment};
 use driver_domain::net::{arp_request, Nic};
 use hypercall_abi::PAGE_SIZE;
-use pv_guest_kit::bench::{rdtsc, Stats};
+use pv_guest_kit::bench::{mib_per_second, rdtsc, report_rate, Stats};
 use pv_guest_kit::blk_bench;
 use pv_guest_kit::println;
 
@@ -85,23 +85,10 @@ fn run_batch(
     Some(rdtsc() - start)
 }
 
-/// Per-second figure from `amount` per batch and batch ticks.
-fn per_second(amount: u64, ticks: u64, tsc_hz: u64) -> u64 {
-    (u128::from(amount) * u128::from(tsc_hz) / u128::from(ticks.max(1))) as u64
-}
-
 fn report(name: &str, unit: &str, amount: u64, samples: &mut [u64], tsc_hz: u64) {
-    let Some(stats) = Stats::from_samples(samples) else {
-        return;
-    };
-    // Fewer ticks is more per second: the min of ticks is the best figure.
-    let best = per_second(amount, stats.min, tsc_hz);
-    let median = per_second(amount, stats.median, tsc_hz);
-    println!(
-        "{name}: best {best} median {median} {unit} (batch ticks min {} median {})",
-        stats.min, stats.median
-    );
-    println!("BENCH name={name} value={median} unit={unit}");
+    if let Some(stats) = Stats::from_samples(samples) {
+        report_rate(name, unit, amount, &stats, tsc_hz);
+    }
 }
 
 /// A cheap deterministic generator for random sectors.
@@ -260,25 +247,13 @@ fn report_mibs(name: &str, bytes: u64, samples: &mut [u64], tsc_hz: u64) {
     let Some(stats) = Stats::from_samples(samples) else {
         return;
     };
-    // Hundredths of MiB/s.
-    let centi = |ticks: u64| {
-        (u128::from(bytes) * 100 * u128::from(tsc_hz) / (u128::from(ticks.max(1)) << 20)) as u64
-    };
-    let (best, median) = (centi(stats.min), centi(stats.median));
+    let best = mib_per_second(bytes, stats.min, tsc_hz);
+    let median = mib_per_second(bytes, stats.median, tsc_hz);
     println!(
-        "{name}: best {}.{:02} median {}.{:02} MiB/s (batch ticks min {} median {})",
-        best / 100,
-        best % 100,
-        median / 100,
-        median % 100,
-        stats.min,
-        stats.median
+        "{name}: best {best} median {median} MiB/s (batch ticks min {} median {})",
+        stats.min, stats.median
     );
-    println!(
-        "BENCH name={name} value={}.{:02} unit=MiB/s",
-        median / 100,
-        median % 100
-    );
+    println!("BENCH name={name} value={median} unit=MiB/s");
 }
 
 /// The block figures of the disk blkback serves, named `{prefix}_...`,

@@ -420,12 +420,8 @@ pub struct InfoReply {
 const _: () = assert!(core::mem::size_of::<InfoReply>() == 80);
 const _: () = assert!(core::mem::offset_of!(InfoReply, hv_version) == 48);
 
-/// `InfoReply.iommu`: no IOMMU.
-pub const IOMMU_NONE: u32 = 0;
-/// `InfoReply.iommu`: Intel VT-d.
-pub const IOMMU_VTD: u32 = 1;
-/// `InfoReply.iommu`: AMD-Vi.
-pub const IOMMU_AMDVI: u32 = 2;
+/// `InfoReply.iommu` carries `PhysInfo.iommu` (TS-9) as it is.
+pub use crate::domctl::{IOMMU_AMDVI, IOMMU_NONE, IOMMU_VTD};
 
 /// `LIST` reply head; `count` [`DomainEntry`]s follow.
 #[derive(

@@ -1,6 +1,8 @@
 //! Timing for in-guest benchmarks (DESIGN "Benchmarks run inside domains, timed
 //! with the TSC"): [`rdtsc`], [`measure`] (per-iteration min and median over
-//! batches) and [`Hundredths`] for printing ratios without floating point.
+//! batches), [`Hundredths`] for printing ratios without floating point, and
+//! the throughput figures of batch timings ([`per_second`],
+//! [`mib_per_second`], [`report_rate`]).
 //!
 //! [`measure`] touches nothing but the TSC and the stack between its argument
 //! checks and its return, so it is usable in modes where no hypercall works
@@ -122,10 +124,48 @@ impl fmt::Display for Hundredths {
     }
 }
 
+/// `amount` per batch that took `ticks` TSC ticks, per second (rounded
+/// down; a batch of 0 ticks counts as 1).
+pub fn per_second(amount: u64, ticks: u64, tsc_hz: u64) -> u64 {
+    (u128::from(amount) * u128::from(tsc_hz) / u128::from(ticks.max(1))) as u64
+}
+
+/// `bytes` per batch that took `ticks` TSC ticks, in MiB/s with two
+/// decimals (rounded down), for figures far below a MiB per batch.
+pub fn mib_per_second(bytes: u64, ticks: u64, tsc_hz: u64) -> Hundredths {
+    Hundredths(
+        (u128::from(bytes) * 100 * u128::from(tsc_hz) / (u128::from(ticks.max(1)) << 20)) as u64,
+    )
+}
+
+/// Prints a throughput figure from batch timings, `amount` per batch:
+/// best and median (fewer ticks is more per second, so the best comes
+/// from the minimum), then the `BENCH` line with the median.
+pub fn report_rate(name: &str, unit: &str, amount: u64, stats: &Stats, tsc_hz: u64) {
+    let best = per_second(amount, stats.min, tsc_hz);
+    let median = per_second(amount, stats.median, tsc_hz);
+    crate::println!(
+        "{name}: best {best} median {median} {unit} (batch ticks min {} median {})",
+        stats.min,
+        stats.median
+    );
+    crate::println!("BENCH name={name} value={median} unit={unit}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::format;
+
+    #[test]
+    fn rates() {
+        assert_eq!(per_second(8, 1_000, 2_000), 16);
+        assert_eq!(per_second(8, 0, 2_000), 16_000);
+        // 512 KiB in half a second: 1 MiB/s; a third of a MiB in one: 0.33.
+        assert_eq!(mib_per_second(512 << 10, 1_000, 2_000), Hundredths(100));
+        assert_eq!(mib_per_second((1 << 20) / 3, 2_000, 2_000), Hundredths(33));
+        assert_eq!(format!("{}", mib_per_second(3 << 20, 1, 1)), "3.00");
+    }
 
     #[test]
     fn sorts() {

@@ -67,11 +67,6 @@ impl RandomSectors {
     }
 }
 
-/// A per-second figure from `amount` per batch and batch ticks.
-pub fn per_second(amount: u64, ticks: u64, tsc_hz: u64) -> u64 {
-    (u128::from(amount) * u128::from(tsc_hz) / u128::from(ticks.max(1))) as u64
-}
-
 /// The amount one batch of figure `(write, random, _, count)` moves, in the
 /// figure's unit (MiB or requests).
 pub fn batch_amount(random: bool, count: u64) -> u64 {
@@ -89,15 +84,7 @@ pub fn report(name: &str, random: bool, count: u64, samples: &mut [u64], tsc_hz:
         return;
     };
     let unit = if random { "IOPS" } else { "MiB/s" };
-    let amount = batch_amount(random, count);
-    // Fewer ticks is more per second: the min of ticks is the best figure.
-    let best = per_second(amount, stats.min, tsc_hz);
-    let median = per_second(amount, stats.median, tsc_hz);
-    println!(
-        "{name}: best {best} median {median} {unit} (batch ticks min {} median {})",
-        stats.min, stats.median
-    );
-    println!("BENCH name={name} value={median} unit={unit}");
+    crate::bench::report_rate(name, unit, batch_amount(random, count), &stats, tsc_hz);
 }
 
 #[cfg(test)]
@@ -116,11 +103,9 @@ mod tests {
     }
 
     #[test]
-    fn amounts_and_rates() {
+    fn amounts() {
         assert_eq!(batch_amount(false, SEQ_REQUESTS), 16);
         assert_eq!(batch_amount(true, 64), 64);
-        assert_eq!(per_second(8, 1_000, 2_000), 16);
-        assert_eq!(per_second(8, 0, 2_000), 16_000);
         assert!(SEQ_REQUESTS * (SEQ_REQUEST_BYTES as u64 / 512) <= REGION_UNITS);
     }
 }

@@ -453,7 +453,7 @@ impl NetFront {
 
 #[cfg(feature = "smoltcp")]
 mod smoltcp_device {
-    //! `smoltcp::phy::Device` for [`NetFront`].
+    //! `smoltcp::phy::Device` for [`NetFront`], and the clock smoltcp runs on.
 
     use alloc::vec;
     use alloc::vec::Vec;
@@ -462,6 +462,12 @@ mod smoltcp_device {
     use smoltcp::time::Instant;
 
     use super::{NetFront, TX_BUFFERS};
+
+    /// System time (TIME-1) as a smoltcp instant: what a guest passes to
+    /// `Interface::poll` and friends.
+    pub fn smoltcp_now() -> Instant {
+        Instant::from_micros((crate::time::now_ns() / 1000) as i64)
+    }
 
     /// A received frame.
     pub struct NetRxToken(Vec<u8>);
@@ -517,7 +523,7 @@ mod smoltcp_device {
 }
 
 #[cfg(feature = "smoltcp")]
-pub use smoltcp_device::{NetRxToken, NetTxToken};
+pub use smoltcp_device::{smoltcp_now, NetRxToken, NetTxToken};
 
 #[cfg(test)]
 mod tests {

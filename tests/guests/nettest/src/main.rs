@@ -33,20 +33,18 @@ use alloc::vec::Vec;
 
 use hypercall_abi::devbus::{DEVBUS_KIND_NET, DEVBUS_STATE_INITIALISING};
 use hypercall_abi::evtchn::Port;
-use hypercall_abi::sched::{SchedPoll, SCHEDOP_POLL};
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::{Errno, Hypercall};
-use pv_guest_kit::bench::{rdtsc, Stats};
+use pv_guest_kit::bench::{mib_per_second, rdtsc, Stats};
 use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::devices::devbus;
-use pv_guest_kit::devices::netfront::{find_vif, NetFront};
+use pv_guest_kit::devices::netfront::{find_vif, smoltcp_now, NetFront};
 use pv_guest_kit::events;
-use pv_guest_kit::hypercall::{hypercall_raw, sched_yield};
+use pv_guest_kit::hypercall::{sched_poll_until, sched_yield};
 use pv_guest_kit::println;
 use pv_guest_kit::time::{now_ns, tsc_hz};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::time::{Duration, Instant};
+use smoltcp::time::Duration;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
 pv_guest_kit::entry!(kmain);
@@ -55,40 +53,9 @@ const PORT: u16 = 7;
 /// How long to wait for the vif when smoltcp wants to run again at once.
 const BUSY_WAIT_NS: u64 = 50_000;
 
-fn now() -> Instant {
-    Instant::from_micros((now_ns() / 1000) as i64)
-}
-
-/// Blocks until `port` is pending or system time reaches `deadline_ns`.
-fn poll_until(port: Port, deadline_ns: u64) -> Result<(), Errno> {
-    let ports = [port];
-    let p = SchedPoll {
-        ports: ports.as_ptr() as u64,
-        nr_ports: 1,
-        pad: 0,
-        timeout: deadline_ns,
-    };
-    // SAFETY: `p` and the port array it points at live across the call,
-    // which only reads them.
-    let ret = unsafe {
-        hypercall_raw(
-            Hypercall::SchedOp.number(),
-            [SCHEDOP_POLL, &p as *const SchedPoll as u64, 0, 0, 0],
-        )
-    };
-    Errno::check(ret).map(drop)
-}
-
 fn parse_ip(text: &str) -> Ipv4Address {
-    let mut octets = [0u8; 4];
-    let mut parts = text.split('.');
-    for o in &mut octets {
-        *o = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("nettest: bad IPv4 address `{text}`"));
-    }
-    Ipv4Address::new(octets[0], octets[1], octets[2], octets[3])
+    text.parse()
+        .unwrap_or_else(|_| panic!("nettest: bad IPv4 address `{text}`"))
 }
 
 /// The byte at position `i` of the stream.
@@ -139,7 +106,7 @@ fn spoof(mut vif: NetFront, args: &Args<'_>) {
             break;
         }
         assert!(now_ns() < deadline, "nettest: spoofer: tx never completed");
-        let _ = poll_until(vif.port(), now_ns() + 10_000_000);
+        let _ = sched_poll_until(&[vif.port()], now_ns() + 10_000_000);
     }
     let s = vif.stats();
     assert_eq!(
@@ -185,12 +152,14 @@ impl Net {
         let deadline = now_ns() + 60_000_000_000;
         loop {
             events::clear_pending(self.port);
-            self.iface.poll(now(), &mut self.vif, &mut self.sockets);
+            self.iface
+                .poll(smoltcp_now(), &mut self.vif, &mut self.sockets);
             let finished = step(&mut self.iface, &mut self.sockets);
             // Hand over at once what the step queued, and the window it
             // opened by reading: a peer waiting for that update would
             // otherwise wait for this side's next wake-up.
-            self.iface.poll(now(), &mut self.vif, &mut self.sockets);
+            self.iface
+                .poll(smoltcp_now(), &mut self.vif, &mut self.sockets);
             if finished {
                 return;
             }
@@ -199,12 +168,12 @@ impl Net {
             if !self.vif.has_work() {
                 let delay = self
                     .iface
-                    .poll_delay(now(), &self.sockets)
+                    .poll_delay(smoltcp_now(), &self.sockets)
                     .unwrap_or(Duration::from_millis(100))
                     .min(Duration::from_millis(100));
                 let until = now_ns() + delay.total_micros() * 1000;
                 if delay.total_micros() > 0 {
-                    let _ = poll_until(self.port, until);
+                    let _ = sched_poll_until(&[self.port], until);
                 } else {
                     // smoltcp wants to run again at once (e.g. it has more to
                     // send than the vif's free tx buffers take): wait for the
@@ -212,7 +181,7 @@ impl Net {
                     // on sched_yield here instead delayed the peer's and the
                     // driver domain's wake-ups by ~12 ms each (guest->guest
                     // 0.43 MiB/s instead of ~6.5 under TCG).
-                    let _ = poll_until(self.port, now_ns() + BUSY_WAIT_NS);
+                    let _ = sched_poll_until(&[self.port], now_ns() + BUSY_WAIT_NS);
                 }
             }
         }
@@ -375,11 +344,6 @@ fn tcp_socket() -> tcp::Socket<'static> {
     socket
 }
 
-/// MiB/s of `bytes` in `ticks` of a `hz` TSC, in hundredths.
-fn centi_mibs(bytes: u64, ticks: u64, hz: u64) -> u64 {
-    (u128::from(bytes) * 100 * u128::from(hz) / (u128::from(ticks.max(1)) << 20)) as u64
-}
-
 /// Times `runs` transfers of `bytes` to `dest`; prints and returns the
 /// median in hundredths of MiB/s.
 fn bench_path(
@@ -402,27 +366,17 @@ fn bench_path(
     net.sockets.remove(handle);
     let hz = tsc_hz();
     let stats = Stats::from_samples(&mut samples).unwrap_or_else(|| panic!("nettest: no runs"));
-    let (best, median) = (
-        centi_mibs(bytes, stats.min, hz),
-        centi_mibs(bytes, stats.median, hz),
-    );
+    let best = mib_per_second(bytes, stats.min, hz);
+    let median = mib_per_second(bytes, stats.median, hz);
     println!(
-        "{name}: best {}.{:02} median {}.{:02} MiB/s ({runs} runs of {bytes} bytes to {}:{}, ticks min {} median {})",
-        best / 100,
-        best % 100,
-        median / 100,
-        median % 100,
+        "{name}: best {best} median {median} MiB/s ({runs} runs of {bytes} bytes to {}:{}, ticks min {} median {})",
         dest.0,
         dest.1,
         stats.min,
         stats.median
     );
-    println!(
-        "BENCH name={name} value={}.{:02} unit=MiB/s",
-        median / 100,
-        median % 100
-    );
-    median
+    println!("BENCH name={name} value={median} unit=MiB/s");
+    median.0
 }
 
 /// Waits (up to 10 s, looking every 10 ms: other domains' records raise no
@@ -442,7 +396,7 @@ fn wait_for_peers(me: u32, backend: hypercall_abi::DomId, port: Port) {
         if !waiting || now_ns() >= deadline {
             return;
         }
-        let _ = poll_until(port, now_ns() + 10_000_000);
+        let _ = sched_poll_until(&[port], now_ns() + 10_000_000);
     }
 }
 
@@ -490,7 +444,7 @@ fn kmain(si: &'static StartInfo) {
 
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = u64::from(si.domid) * 0x9e37_79b9 + now_ns();
-    let mut iface = Interface::new(config, &mut vif, now());
+    let mut iface = Interface::new(config, &mut vif, smoltcp_now());
     iface.update_ip_addrs(|addrs| {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 24));
     });
@@ -565,8 +519,9 @@ fn kmain(si: &'static StartInfo) {
     let linger = now_ns() + 200_000_000;
     while now_ns() < linger {
         events::clear_pending(port);
-        net.iface.poll(now(), &mut net.vif, &mut net.sockets);
-        let _ = poll_until(port, (now_ns() + 20_000_000).min(linger));
+        net.iface
+            .poll(smoltcp_now(), &mut net.vif, &mut net.sockets);
+        let _ = sched_poll_until(&[port], (now_ns() + 20_000_000).min(linger));
     }
     let Net { iface, vif, .. } = net;
     let s = vif.stats();

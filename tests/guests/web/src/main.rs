@@ -28,14 +28,14 @@ use alloc::vec::Vec;
 use hypercall_abi::start_info::StartInfo;
 use pv_guest_kit::cmdline::Args;
 use pv_guest_kit::devices::devbus;
-use pv_guest_kit::devices::netfront::{find_vif, NetFront};
+use pv_guest_kit::devices::netfront::{find_vif, smoltcp_now, NetFront};
 use pv_guest_kit::events;
 use pv_guest_kit::hypercall::sched_poll_until;
 use pv_guest_kit::println;
 use pv_guest_kit::time::now_ns;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp};
-use smoltcp::time::{Duration, Instant};
+use smoltcp::time::Duration;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use web::http::{self, Parsed, Response, Routed, Stats, MAX_HEAD};
 
@@ -46,20 +46,9 @@ const SLOTS: usize = 4;
 /// A connection not finished after this long is aborted.
 const CONNECTION_LIMIT_NS: u64 = 30_000_000_000;
 
-fn now() -> Instant {
-    Instant::from_micros((now_ns() / 1000) as i64)
-}
-
 fn parse_ip(text: &str) -> Ipv4Address {
-    let mut octets = [0u8; 4];
-    let mut parts = text.split('.');
-    for o in &mut octets {
-        *o = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("web: bad IPv4 address `{text}`"));
-    }
-    Ipv4Address::new(octets[0], octets[1], octets[2], octets[3])
+    text.parse()
+        .unwrap_or_else(|_| panic!("web: bad IPv4 address `{text}`"))
 }
 
 /// One socket and the connection it holds.
@@ -286,7 +275,7 @@ fn kmain(si: &'static StartInfo) {
 
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = u64::from(si.domid) * 0x9e37_79b9 + now_ns();
-    let mut iface = Interface::new(config, &mut vif, now());
+    let mut iface = Interface::new(config, &mut vif, smoltcp_now());
     let mut sockets = SocketSet::new(vec![]);
     let dhcp = use_dhcp.then(|| sockets.add(dhcpv4::Socket::new()));
     if let Some(handle) = dhcp {
@@ -294,7 +283,7 @@ fn kmain(si: &'static StartInfo) {
         let deadline = now_ns() + 30_000_000_000;
         loop {
             events::clear_pending(vif_port);
-            iface.poll(now(), &mut vif, &mut sockets);
+            iface.poll(smoltcp_now(), &mut vif, &mut sockets);
             if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
                 if let Some((cidr, router)) = apply_dhcp(&mut iface, event) {
                     ip = cidr.address();
@@ -304,7 +293,7 @@ fn kmain(si: &'static StartInfo) {
             }
             assert!(now_ns() < deadline, "web: no DHCP lease within 30 s");
             let delay = iface
-                .poll_delay(now(), &sockets)
+                .poll_delay(smoltcp_now(), &sockets)
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
             let _ = sched_poll_until(&[vif_port], now_ns() + delay.total_micros() * 1000 + 1000);
@@ -340,7 +329,7 @@ fn kmain(si: &'static StartInfo) {
     println!("web: listening on http://{ip}:{port}/ (gateway {gw})");
     loop {
         events::clear_pending(vif_port);
-        iface.poll(now(), &mut vif, &mut sockets);
+        iface.poll(smoltcp_now(), &mut vif, &mut sockets);
         if let Some(handle) = dhcp {
             if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
                 // A renewal keeps the address; a new one is printed.
@@ -352,7 +341,7 @@ fn kmain(si: &'static StartInfo) {
             server.serve(slot, sock, port, &vif);
         }
         // Flush what the slots queued before deciding to sleep or stop.
-        iface.poll(now(), &mut vif, &mut sockets);
+        iface.poll(smoltcp_now(), &mut vif, &mut sockets);
         if server.quitting
             && slots
                 .iter()
@@ -362,7 +351,7 @@ fn kmain(si: &'static StartInfo) {
         }
         if !vif.has_work() {
             let delay = iface
-                .poll_delay(now(), &sockets)
+                .poll_delay(smoltcp_now(), &sockets)
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
             if delay.total_micros() > 0 {
@@ -380,7 +369,7 @@ fn kmain(si: &'static StartInfo) {
     let linger = now_ns() + 200_000_000;
     while now_ns() < linger {
         events::clear_pending(vif_port);
-        iface.poll(now(), &mut vif, &mut sockets);
+        iface.poll(smoltcp_now(), &mut vif, &mut sockets);
         let _ = sched_poll_until(&[vif_port], (now_ns() + 20_000_000).min(linger));
     }
     let s = vif.stats();
