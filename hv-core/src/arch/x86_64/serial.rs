@@ -1,4 +1,5 @@
-//! The 16550 UART at COM1 (0x3f8): hv-core's console, polled, 115200 8N1.
+//! The 16550 UARTs hv-core drives, polled, 115200 8N1: COM1 (0x3f8), its
+//! console, and COM2 (0x2f8), the management UART lent to the toolstack.
 
 use super::cpu::{inb, outb};
 
@@ -6,6 +7,33 @@ const COM1: u16 = 0x3f8;
 const LSR: u16 = COM1 + 5;
 const LSR_DATA_READY: u8 = 1 << 0;
 const LSR_THR_EMPTY: u8 = 1 << 5;
+
+/// Programs the 16550 at `base`: interrupts off, DLAB for divisor 1
+/// (115200), 8N1, FIFOs on and cleared.
+///
+/// # Safety
+/// `base` must be a UART hv-core owns (COM1, or COM2 once probed).
+unsafe fn program_16550(base: u16) {
+    // SAFETY: the caller's obligation; this is the standard set-up sequence.
+    unsafe {
+        outb(base + 1, 0x00);
+        outb(base + 3, 0x80);
+        outb(base, 0x01);
+        outb(base + 1, 0x00);
+        outb(base + 3, 0x03);
+        outb(base + 2, 0xc7);
+        outb(base + 4, 0x03);
+    }
+}
+
+/// A received byte of the 16550 at `base`, if one is waiting.
+///
+/// # Safety
+/// `base` must be a UART hv-core owns and has programmed.
+unsafe fn receive(base: u16) -> Option<u8> {
+    // SAFETY: the caller's obligation; reading LSR, then RBR.
+    unsafe { (inb(base + 5) & LSR_DATA_READY != 0).then(|| inb(base)) }
+}
 
 /// COM1, owned by hv-core's console (see `crate::console`).
 pub struct Serial {
@@ -15,17 +43,8 @@ pub struct Serial {
 impl Serial {
     /// Programs COM1 and returns the handle. Call once, at boot.
     pub fn init() -> Serial {
-        // SAFETY: COM1 is hv-core's own device; this is the standard 16550 set-up
-        // sequence (interrupts off, DLAB for divisor 1, 8N1, FIFOs on).
-        unsafe {
-            outb(COM1 + 1, 0x00);
-            outb(COM1 + 3, 0x80);
-            outb(COM1, 0x01);
-            outb(COM1 + 1, 0x00);
-            outb(COM1 + 3, 0x03);
-            outb(COM1 + 2, 0xc7);
-            outb(COM1 + 4, 0x03);
-        }
+        // SAFETY: COM1 is hv-core's own device.
+        unsafe { program_16550(COM1) };
         Serial { _private: () }
     }
 
@@ -42,14 +61,8 @@ impl Serial {
 
     /// Returns a received byte if one is waiting.
     pub fn read_byte(&mut self) -> Option<u8> {
-        // SAFETY: reading LSR and RBR of our own UART.
-        unsafe {
-            if inb(LSR) & LSR_DATA_READY != 0 {
-                Some(inb(COM1))
-            } else {
-                None
-            }
-        }
+        // SAFETY: COM1 is hv-core's own UART, programmed by `init`.
+        unsafe { receive(COM1) }
     }
 }
 
@@ -80,17 +93,8 @@ impl MgmtUart {
         if !present {
             return None;
         }
-        // SAFETY: COM2 answered; the standard 16550 set-up sequence
-        // (interrupts off, divisor 1 = 115200, 8N1, FIFOs on and cleared).
-        unsafe {
-            outb(COM2 + 1, 0x00);
-            outb(COM2 + 3, 0x80);
-            outb(COM2, 0x01);
-            outb(COM2 + 1, 0x00);
-            outb(COM2 + 3, 0x03);
-            outb(COM2 + 2, 0xc7);
-            outb(COM2 + 4, 0x03);
-        }
+        // SAFETY: COM2 answered and no one else drives it.
+        unsafe { program_16550(COM2) };
         Some(MgmtUart { _private: () })
     }
 
@@ -116,13 +120,7 @@ impl MgmtUart {
 
     /// Returns a received byte if one is waiting.
     pub fn read_byte(&mut self) -> Option<u8> {
-        // SAFETY: reading LSR and RBR of the management UART.
-        unsafe {
-            if inb(COM2_LSR) & LSR_DATA_READY != 0 {
-                Some(inb(COM2))
-            } else {
-                None
-            }
-        }
+        // SAFETY: COM2 is the management UART, programmed by `probe`.
+        unsafe { receive(COM2) }
     }
 }
